@@ -1,0 +1,56 @@
+# slidebench: the two commands are `make reproduce` and `make test` (see README.md).
+# Both create or reuse .venv and install what is needed from the package registries.
+PYTHON ?= python3
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+SCALE  ?= small
+DATA_DIR ?=
+SEEDS  ?=
+EXTRAS ?= test,tf,bench
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: venv build test test-fast reproduce figures report asv clean-results clean help
+
+help:
+	@echo "make reproduce [SCALE=small|paper] [DATA_DIR=...]  build, generate data, run every experiment, figures, report"
+	@echo "make test                                          build and run the test suite"
+	@echo "make figures                                       redraw figures and report from existing logs (no training)"
+	@echo "make asv                                           quick asv run of the engine benchmarks"
+	@echo "make clean-results                                 delete results (the only target that does)"
+
+$(VENV)/.installed: pyproject.toml setup.py
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q "setuptools>=77" wheel "cython>=3.0" "numpy>=1.26"
+	$(VPY) -m pip install -q --no-build-isolation -e ".[$(EXTRAS)]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Recompile the engine after editing engine/*.pyx|pxd|h (the import refuses a stale build).
+build: venv
+	$(VPY) setup.py -q build_ext --inplace
+
+test: build
+	@$(VPY) -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as failure"; exit 1; fi; exit $$rc
+
+test-fast: build
+	@$(VPY) -m pytest -q -m "not tf and not slow"; rc=$$?; [ $$rc -eq 5 ] && exit 1; exit $$rc
+
+reproduce: build
+	$(VPY) -m slidebench reproduce --scale $(SCALE) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(SEEDS),--seeds $(SEEDS))
+
+figures: venv
+	$(VPY) -m slidebench plot && $(VPY) -m slidebench report
+
+report: figures
+
+asv: build
+	$(VPY) -m asv run --python=same --quick --show-stderr --dry-run $(ASV_ARGS)
+
+clean-results:
+	rm -rf results/raw results/summary results/figures results/REPORT.md
+
+clean:
+	rm -rf build engine/*.c engine/*.so engine/_buildinfo.py *.egg-info
