@@ -1,0 +1,319 @@
+"""Command line: ``python -m slidebench`` / ``slidebench``. Every subcommand has ``--help``.
+
+Heavy modules (data, engine, baselines, plots) are imported inside the subcommand that needs them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+EXPERIMENTS_DIR = Path("experiments")
+
+
+def _add_results(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results-dir", default="results", help="results folder (default: results)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="slidebench", description="SLIDE reproducibility benchmark suite: data, "
+                                 "runs under one clock, summaries, figures, report.")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    # data
+    d = sub.add_parser("data", help="generate, import or describe data sets")
+    dsub = d.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")
+    g = dsub.add_parser("generate", help="generate (and cache) a synthetic look-alike data set")
+    g.add_argument("--preset", required=True, choices=["delicious", "amazon"])
+    g.add_argument("--scale", default="small", choices=["tiny", "small", "paper"])
+    g.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    g.add_argument("--out", help="also write XMLRepository-format text files into this folder")
+    g.add_argument("--cache-dir", help="cache folder (default: the data module's)")
+    im = dsub.add_parser("import", help="parse XMLRepository text files and cache them (.npz beside them)")
+    im.add_argument("paths", nargs="+", metavar="PATH")
+    st = dsub.add_parser("stats", help="print data set statistics")
+    st.add_argument("--preset", choices=["delicious", "amazon"], action="append",
+                    help="preset (repeatable; default both)")
+    st.add_argument("--scale", default="small", choices=["tiny", "small", "paper"])
+    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--data-dir", help="read the real files from this folder instead of the synthetic set")
+    st.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    # run
+    r = sub.add_parser("run", help="run an experiment file (one process per run)")
+    r.add_argument("experiment", metavar="EXPERIMENT.toml")
+    r.add_argument("--system", nargs="+", metavar="LABEL", help="only these system labels")
+    r.add_argument("--seed", nargs="+", type=int, metavar="N", help="run these seeds instead of the file's")
+    r.add_argument("--scale", choices=["tiny", "small", "paper"], help="override [data] scale")
+    r.add_argument("--threads", type=int, metavar="N", help="run with N threads instead of the file's list")
+    r.add_argument("--data-dir", help="real XMLRepository files replace the synthetic set")
+    r.add_argument("--resume", action="store_true", help="skip finished runs; reuse identical finished runs "
+                   "of other experiments")
+    r.add_argument("--dry-run", action="store_true", help="list the grid (run ids, log paths) and exit")
+    r.add_argument("--quiet", action="store_true", help="no per-run progress output")
+    _add_results(r)
+
+    # hidden child entry points
+    one = sub.add_parser("_run-one")
+    one.add_argument("--run-json", required=True)
+    one.add_argument("--register", action="append", default=[], help="SYSTEM=module:Class")
+    one.add_argument("--data-loader")
+    one.add_argument("--quiet", action="store_true")
+    _add_results(one)
+    mc = sub.add_parser("_run-micro")
+    mc.add_argument("experiment")
+    mc.add_argument("--threads", type=int, required=True)
+    mc.add_argument("--scale")
+    mc.add_argument("--data-dir")
+    mc.add_argument("--quiet", action="store_true")
+    _add_results(mc)
+
+    s = sub.add_parser("summarize", help="write tidy CSVs (results/summary/<exp>_{curves,runs,ttt}.csv)")
+    s.add_argument("experiments", nargs="*", metavar="EXP", help="experiment names (default: all with logs)")
+    _add_results(s)
+
+    p = sub.add_parser("plot", help="draw figures from the summaries (slidebench.plots.make_figures)")
+    p.add_argument("experiments", nargs="*", metavar="EXP")
+    _add_results(p)
+
+    rep = sub.add_parser("report", help="write results/REPORT.md (slidebench.report.write_report)")
+    _add_results(rep)
+
+    sub.add_parser("env", help="print the environment manifest as JSON")
+
+    rp = sub.add_parser("reproduce", help="generate data, run every experiments/*.toml except smoke (with "
+                        "--resume), summarize, plot, report")
+    rp.add_argument("--scale", default="small", choices=["tiny", "small", "paper"])
+    rp.add_argument("--data-dir", help="real XMLRepository files replace the synthetic sets")
+    rp.add_argument("--seeds", nargs="+", type=int, metavar="N", help="seeds to run instead of each file's")
+    rp.add_argument("--threads", type=int, metavar="N", help="thread count instead of each file's list")
+    rp.add_argument("--experiments-dir", default=str(EXPERIMENTS_DIR))
+    rp.add_argument("--only", nargs="+", metavar="EXP", help="only these experiment names")
+    _add_results(rp)
+    return ap
+
+
+# ------------------------------------------------------------------------------------- commands
+
+
+def cmd_data(a) -> int:
+    if a.data_cmd == "generate":
+        from .data import dataset_stats, format_stats, load_dataset
+        kw = {"cache_dir": a.cache_dir} if a.cache_dir else {}
+        ds = load_dataset(a.preset, a.scale, seed=a.seed, progress=True, **kw)
+        if a.out:
+            from .data import write_xmlrepo
+            out = Path(a.out)
+            out.mkdir(parents=True, exist_ok=True)
+            write_xmlrepo(out / f"{a.preset}_{a.scale}_train.txt", ds.X_train, ds.Y_train)
+            write_xmlrepo(out / f"{a.preset}_{a.scale}_test.txt", ds.X_test, ds.Y_test)
+            print(f"wrote {out}/{a.preset}_{a.scale}_{{train,test}}.txt")
+        print(format_stats(dataset_stats(ds)))
+        return 0
+    if a.data_cmd == "import":
+        from .data import read_xmlrepo
+        for p in a.paths:
+            t0 = time.perf_counter()
+            X, Y = read_xmlrepo(p, cache=True)
+            print(f"{p}: {X.shape[0]} points, {X.shape[1]} features, {Y.shape[1]} labels, "
+                  f"{X.nnz} feature nonzeros, {Y.nnz} labels ({time.perf_counter() - t0:.1f}s; cached)")
+        return 0
+    if a.data_cmd == "stats":
+        from .data import dataset_stats, format_stats, load_dataset
+        presets = a.preset or ["delicious", "amazon"]
+        stats = [dataset_stats(load_dataset(pr, a.scale, data_dir=a.data_dir, seed=a.seed, progress=True))
+                 for pr in presets]
+        print(json.dumps(stats, indent=2, default=str) if a.json else format_stats(stats))
+        return 0
+    raise AssertionError(a.data_cmd)
+
+
+def _print_grid(runs, results_dir) -> None:
+    from .runlog import read_log
+    for r in runs:
+        p = r.log_path(results_dir)
+        state = "new"
+        if p.exists():
+            try:
+                state = "finished" if read_log(p).finished else "exists (not finished)"
+            except (OSError, ValueError) as e:
+                state = f"unreadable ({e})"
+        sw = " ".join(f"{k}={v}" for k, v in r.sweep.items())
+        print(f"{r.run_id}  system={r.system} config={r.config} threads={r.n_threads} batch={r.batch_size} "
+              f"data={r.data['preset']}/{r.data['scale'] or r.data['data_dir']} {sw}  [{state}]  {p}")
+
+
+def cmd_run(a) -> int:
+    from .runner import run_experiment, run_micro_experiment
+    from .spec import expand, load_experiment
+    exp = load_experiment(a.experiment)
+    if exp.kind == "micro":
+        if a.dry_run:
+            print(f"{exp.name}: micro experiment -> {Path(a.results_dir) / 'summary' / (exp.name + '.csv')}")
+            return 0
+        res = run_micro_experiment(exp, a.results_dir, scale=a.scale, data_dir=a.data_dir, threads=a.threads,
+                                   resume=a.resume, progress=not a.quiet)
+        print(f"{exp.name}: {res['action']} {res['status']} {res['path']}")
+        return 0 if res["status"] in ("ok", "exists") else 1
+    runs = expand(exp, scale=a.scale, data_dir=a.data_dir, seeds=a.seed, threads=a.threads, labels=a.system)
+    if a.dry_run:
+        _print_grid(runs, a.results_dir)
+        print(f"{len(runs)} runs")
+        return 0
+    res = run_experiment(exp, runs, a.results_dir, resume=a.resume, progress=not a.quiet)
+    bad = [r for r in res if r["status"] in ("error", "incomplete", "no log written")]
+    for r in bad:
+        print(f"FAILED {r['run_id']}: {r['status']} (log: {r['path']}.partial)", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def cmd_run_one(a) -> int:
+    from .runner import run_one
+    from .spec import RunSpec
+    from .trainers import register
+    for item in a.register:
+        name, _, target = item.partition("=")
+        if not name or ":" not in target:
+            raise ValueError(f"--register expects SYSTEM=module:Class, got {item!r}")
+        register(name, target)
+    run = RunSpec.from_json(a.run_json)
+    stop = run_one(run, a.results_dir, progress=not a.quiet, data_loader=a.data_loader)
+    st = stop.get("status")
+    if not a.quiet:
+        print(f"[{run.run_id}] {st}: train {stop.get('train_time_s') or 0:.2f}s, {stop.get('steps')} steps, "
+              f"final P@1 {stop.get('final_p_at_1')}", flush=True)
+    if st == "error" and stop.get("error"):
+        print(stop["error"], file=sys.stderr)
+    return 0 if st != "error" else 1
+
+
+def cmd_run_micro(a) -> int:
+    from .runner import micro_child
+    out = micro_child(a.experiment, a.results_dir, scale=a.scale, data_dir=a.data_dir, n_threads=a.threads,
+                      progress=not a.quiet)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_summarize(a) -> int:
+    from .summarize import summarize
+    paths = summarize(a.experiments or None, a.results_dir)
+    if not paths:
+        print(f"no run logs under {Path(a.results_dir) / 'raw'}")
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+def cmd_plot(a) -> int:
+    from .plots import make_figures
+    for p in make_figures(results_dir=a.results_dir, experiments=a.experiments or None):
+        print(f"wrote {p}")
+    return 0
+
+
+def cmd_report(a) -> int:
+    from .report import write_report
+    print(f"wrote {write_report(results_dir=a.results_dir)}")
+    return 0
+
+
+def cmd_env(a) -> int:
+    from . import manifest
+    m = manifest.collect()
+    m["engine"] = manifest.engine_info()
+    print(json.dumps(m, indent=2, default=str))
+    return 0
+
+
+def cmd_reproduce(a) -> int:
+    from .runner import run_experiment, run_micro_experiment
+    from .spec import expand, load_experiment
+    from .summarize import summarize
+    t_start = time.monotonic()
+    files = sorted(p for p in Path(a.experiments_dir).glob("*.toml") if p.stem != "smoke")
+    if a.only:
+        files = [p for p in files if p.stem in a.only]
+        missing = set(a.only) - {p.stem for p in files}
+        if missing:
+            raise ValueError(f"--only: no experiment file for {', '.join(sorted(missing))} in {a.experiments_dir}")
+    if not files:
+        raise ValueError(f"no experiment files in {a.experiments_dir}")
+    exps = [load_experiment(p) for p in files]           # validate every file before spending any time
+    plan = []
+    for e in exps:
+        runs = expand(e, scale=a.scale, data_dir=a.data_dir, seeds=a.seeds, threads=a.threads) \
+            if e.kind == "train" else []
+        plan.append((e, runs))
+    n_runs = sum(len(r) for _, r in plan)
+    budget_s = sum(r.budget.get("train_seconds", 0) for _, rs in plan for r in rs)
+    print(f"reproduce: {len(exps)} experiments, {n_runs} training runs (+ "
+          f"{sum(e.kind == 'micro' for e in exps)} micro); training budget {budget_s / 60:.1f} min "
+          f"plus evaluation and start-up (estimate refined as runs finish)", flush=True)
+
+    # data first (cached; every run then loads the cache)
+    presets = sorted({r.data["preset"] for _, rs in plan for r in rs})
+    if presets:
+        from .data import load_dataset
+        for pr in presets:
+            seeds = sorted({r.data["seed"] for _, rs in plan for r in rs if r.data["preset"] == pr})
+            for s in seeds:
+                t0 = time.monotonic()
+                ds = load_dataset(pr, a.scale, data_dir=a.data_dir, seed=s, progress=True)
+                print(f"data {ds.name}: ready ({time.monotonic() - t0:.1f}s)", flush=True)
+
+    done_runs = 0
+    ran_time, ran_n = 0.0, 0
+    failed = []
+    for e, runs in plan:
+        if e.kind == "micro":
+            res = run_micro_experiment(e, a.results_dir, scale=a.scale, data_dir=a.data_dir, threads=a.threads,
+                                       resume=True)
+            print(f"{e.name}: micro {res['action']} {res['status']}", flush=True)
+            if res["status"] not in ("ok", "exists"):
+                failed.append(e.name)
+            continue
+        res = run_experiment(e, runs, a.results_dir, resume=True, progress=True)
+        for r in res:
+            done_runs += 1
+            if r["action"] == "ran":
+                ran_time += r["elapsed_s"]
+                ran_n += 1
+            if r["status"] in ("error", "incomplete", "no log written"):
+                failed.append(r["run_id"])
+        left = n_runs - done_runs
+        eta = f"~{(ran_time / ran_n) * left / 60:.0f} min" if ran_n else "unknown"
+        print(f"reproduce: {e.name} done; {done_runs}/{n_runs} runs, {(time.monotonic() - t_start) / 60:.1f} min "
+              f"elapsed, ETA {eta}", flush=True)
+        summarize([e.name], a.results_dir)
+    summarize(None, a.results_dir)
+    from .plots import make_figures
+    figs = make_figures(results_dir=a.results_dir)
+    from .report import write_report
+    rep = write_report(results_dir=a.results_dir)
+    print(f"reproduce: {len(figs)} figures, report {rep}, {(time.monotonic() - t_start) / 60:.1f} min", flush=True)
+    if failed:
+        print(f"reproduce: {len(failed)} runs failed: {', '.join(failed[:20])}", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMANDS = {"data": cmd_data, "run": cmd_run, "_run-one": cmd_run_one, "_run-micro": cmd_run_micro,
+            "summarize": cmd_summarize, "plot": cmd_plot, "report": cmd_report, "env": cmd_env,
+            "reproduce": cmd_reproduce}
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[a.cmd](a)
+    except (ValueError, KeyError, FileNotFoundError) as e:   # SpecError is a ValueError
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"slidebench {a.cmd}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
