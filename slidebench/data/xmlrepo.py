@@ -1,0 +1,572 @@
+"""Reader and writer for the Extreme Classification Repository text format, with an atomic cache.
+
+Format (what this reader accepts, exactly)
+-----------------------------------------
+* Line 1, the header: three non-negative integers ``N D L`` separated by whitespace
+  (points, features, labels).
+* Then one line per point: the label field, a run of spaces/tabs, then ``feature:value`` pairs
+  separated by runs of spaces/tabs. The label field is comma-separated 0-based label ids with no
+  spaces (``3,17,42``). A point with no labels has an empty label field: the line starts with a
+  space/tab (the repository's convention) or directly with a ``feature:value`` pair (accepted: a
+  label id never contains ``:``, so this is unambiguous). A point may have no features (a line with
+  only labels, or an empty line = no labels and no features).
+* Ids are unsigned decimal integers (leading zeros allowed), ``0 <= id < D`` (features) and
+  ``0 <= id < L`` (labels). Values are decimal floats (``0.5``, ``.5``, ``5.``, ``-1e-3``,
+  ``+2E+05``) that must be finite as float32.
+* Trailing spaces/tabs/``\\r`` at the end of a line are ignored (so CRLF files read fine). The file
+  must have exactly ``N`` point lines; blank lines *after* the N-th point line are ignored, any
+  other surplus or shortage is an error.
+* Duplicate ids inside one line are an error by default (``duplicates="error"``). With
+  ``duplicates="sum"`` the values of a repeated feature are summed and a repeated label is kept
+  once.
+
+Output: features as scipy CSR (float32 values, int32 indices sorted ascending and unique per row)
+with shape ``(N, D)``; labels as CSR of the same kind with value 1.0 and shape ``(N, L)``.
+
+Malformed input raises :class:`XMLRepoFormatError` (a ``ValueError``) naming the file, the 1-based
+line number and what is wrong; nothing is written (no cache file) on error.
+
+Speed: the whole body is parsed with numpy over the raw bytes in chunks of about 32 MB (token
+boundaries from byte classes, the grammar checked on token transitions, all numbers converted by
+one ``np.fromstring`` call per chunk). Any chunk the fast path rejects is re-read line by line by a
+plain Python parser that finds the first bad line and says what is wrong with it.
+
+Cache: ``<name>.<sha256[:16]>-r<READER_VERSION>-<duplicates>.npz`` beside the source file (or in
+``cache_dir``), holding the arrays plus the full sha256 and the reader version, written to a
+temporary file in the same folder and moved into place with ``os.replace`` (a crash never leaves a
+half-written cache under the final name).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._progress import Progress, note
+
+READER_VERSION = 1
+CHUNK_BYTES = 32 << 20
+_DUP_POLICIES = ("error", "sum")
+
+
+class XMLRepoFormatError(ValueError):
+    """Malformed XMLRepository file: ``path``, 1-based ``line`` (0 = whole file) and ``reason``."""
+
+    def __init__(self, path, line: int, reason: str):
+        self.path = str(path)
+        self.line = int(line)
+        self.reason = reason
+        where = f"{self.path}, line {self.line}" if self.line > 0 else self.path
+        super().__init__(f"{where}: {reason}")
+
+
+# ---------------------------------------------------------------------------------- byte classes
+_OTHER, _DIGIT, _VCHAR, _WS, _COMMA, _COLON, _NL = 0, 1, 2, 3, 4, 5, 6
+_CLS = np.zeros(256, dtype=np.uint8)
+_CLS[ord("0"):ord("9") + 1] = _DIGIT
+for _c in b".eE+-":
+    _CLS[_c] = _VCHAR
+for _c in b" \t\r":
+    _CLS[_c] = _WS
+_CLS[ord(",")] = _COMMA
+_CLS[ord(":")] = _COLON
+_CLS[ord("\n")] = _NL
+_TO_SPACE = bytes.maketrans(b",:\t\r\n", b"     ")
+
+_VALUE_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
+_NONFINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
+
+
+# ---------------------------------------------------------------------------- slow line parser
+def _parse_id(tok: str, kind: str, dim: int, path, lineno: int) -> int:
+    if tok == "":
+        raise XMLRepoFormatError(path, lineno, f"empty {kind} id")
+    if tok.startswith("-") and tok[1:].isdigit() and tok[1:].isascii():
+        raise XMLRepoFormatError(path, lineno, f"negative {kind} id {tok}")
+    if not (tok.isascii() and tok.isdigit()):
+        raise XMLRepoFormatError(path, lineno, f"bad {kind} id token {tok!r} (expected a non-negative integer)")
+    v = int(tok)
+    if v >= dim:
+        raise XMLRepoFormatError(path, lineno, f"{kind} id {v} out of range: the header declares {dim} {kind}s "
+                                 f"(ids 0..{dim - 1})")
+    return v
+
+
+def _parse_value(tok: str, path, lineno: int) -> float:
+    if tok.lower() in _NONFINITE:
+        raise XMLRepoFormatError(path, lineno, f"non-finite value {tok!r}")
+    if not _VALUE_RE.match(tok):
+        raise XMLRepoFormatError(path, lineno, f"bad value token {tok!r} (expected a decimal number)")
+    with np.errstate(over="ignore"):
+        v = np.float32(float(tok))
+    if not np.isfinite(v):
+        raise XMLRepoFormatError(path, lineno, f"non-finite value {tok!r} (overflows float32)")
+    return float(v)
+
+
+def parse_line(raw: bytes, lineno: int, n_features: int, n_labels: int, *, path="<bytes>",
+               duplicates: str = "error"):
+    """Parse one point line the slow, obvious way: (labels list, feature ids list, values list).
+
+    Used to locate and explain errors the fast path found, and as the reference in tests. Features
+    come back sorted by id; duplicates are an error or merged per ``duplicates``.
+    """
+    try:
+        line = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise XMLRepoFormatError(path, lineno, "non-ASCII byte in line") from None
+    line = line.rstrip(" \t\r")
+    labels: list[int] = []
+    feats: dict[int, float] = {}
+    if line == "":
+        return [], [], []
+    bad = [c for c in line if not (c.isascii() and (c.isalnum() or c in " \t,:.+-"))]
+    if bad:
+        raise XMLRepoFormatError(path, lineno, f"unexpected character {bad[0]!r}")
+    if line[0] in " \t":
+        label_field, feat_field = "", line.lstrip(" \t")
+    else:
+        m = re.search(r"[ \t]+", line)
+        head, rest = (line[:m.start()], line[m.end():]) if m else (line, "")
+        if ":" in head:
+            label_field, feat_field = "", line
+        else:
+            label_field, feat_field = head, rest
+    if label_field:
+        seen = set()
+        for tok in label_field.split(","):
+            lab = _parse_id(tok, "label", n_labels, path, lineno)
+            if lab in seen:
+                if duplicates == "error":
+                    raise XMLRepoFormatError(path, lineno, f"duplicate label id {lab} "
+                                             "(pass duplicates='sum' to keep repeated labels once)")
+                continue
+            seen.add(lab)
+            labels.append(lab)
+    if feat_field:
+        for tok in re.split(r"[ \t]+", feat_field):
+            parts = tok.split(":")
+            if len(parts) != 2:
+                raise XMLRepoFormatError(path, lineno, f"bad feature token {tok!r} (expected id:value)")
+            fid = _parse_id(parts[0], "feature", n_features, path, lineno)
+            if "," in parts[1]:
+                raise XMLRepoFormatError(path, lineno, f"bad feature token {tok!r} (expected id:value)")
+            val = _parse_value(parts[1], path, lineno)
+            if fid in feats:
+                if duplicates == "error":
+                    raise XMLRepoFormatError(path, lineno, f"duplicate feature id {fid} "
+                                             "(pass duplicates='sum' to add repeated features' values)")
+                feats[fid] = float(np.float32(np.float32(feats[fid]) + np.float32(val)))
+            else:
+                feats[fid] = val
+    fids = sorted(feats)
+    return sorted(labels), fids, [feats[f] for f in fids]
+
+
+# --------------------------------------------------------------------------------------- header
+def _parse_header(line: bytes, path):
+    try:
+        parts = line.decode("ascii").split()
+    except UnicodeDecodeError:
+        raise XMLRepoFormatError(path, 1, "header is not ASCII (expected 'N_points N_features N_labels')") from None
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise XMLRepoFormatError(path, 1, f"bad header {line[:80]!r} (expected three non-negative integers "
+                                 "'N_points N_features N_labels')")
+    n, d, l = (int(p) for p in parts)
+    if d < 1 or l < 1:
+        raise XMLRepoFormatError(path, 1, f"bad header: {d} features and {l} labels (both must be >= 1)")
+    if max(n, d, l) >= 2**31 - 1:
+        raise XMLRepoFormatError(path, 1, "bad header: a dimension does not fit in int32")
+    return n, d, l
+
+
+# ------------------------------------------------------------------------------------ fast path
+class _Reject(Exception):
+    """The fast path saw something wrong in a chunk; the slow parser will say what."""
+
+
+def _seg_count(cum: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Number of flagged bytes in [lo, hi) given cum = cumsum(flag) with a leading 0."""
+    return cum[hi] - cum[lo]
+
+
+def _fast_chunk(c: bytes, n_lines: int, D: int, L: int, duplicates: str):
+    """Parse ``n_lines`` complete lines (``c`` ends with b'\\n'). Returns per-line label and
+    feature counts and the flat arrays, or raises _Reject."""
+    a = np.frombuffer(c, dtype=np.uint8)
+    cls = _CLS[a]
+    if np.any(cls == _OTHER):
+        raise _Reject
+    is_sep = cls >= _WS
+    n = a.size
+    prev_sep = np.empty(n, dtype=bool)
+    prev_sep[0] = True
+    prev_sep[1:] = is_sep[:-1]
+    next_sep = np.empty(n, dtype=bool)
+    next_sep[-1] = True
+    next_sep[:-1] = is_sep[1:]
+    not_sep = ~is_sep
+    starts = np.flatnonzero(not_sep & prev_sep)
+    ends = np.flatnonzero(not_sep & next_sep) + 1
+    nlpos = np.flatnonzero(cls == _NL)
+    if nlpos.size != n_lines:
+        raise _Reject
+    line_start = np.empty(n_lines, dtype=np.int64)
+    line_start[0] = 0
+    line_start[1:] = nlpos[:-1] + 1
+    T = starts.size
+    lab_counts = np.zeros(n_lines, dtype=np.int64)
+    feat_counts = np.zeros(n_lines, dtype=np.int64)
+    if T == 0:
+        return lab_counts, feat_counts, np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.float32)
+    tok_line = np.searchsorted(nlpos, starts)
+    nextc = cls[ends]
+    prevc = np.where(starts > 0, cls[np.maximum(starts - 1, 0)], _NL)
+    is_fid = nextc == _COLON
+    is_val = prevc == _COLON
+    if np.any(is_fid & is_val):
+        raise _Reject
+    is_lab = ~(is_fid | is_val)
+    kind = np.where(is_lab, 0, np.where(is_fid, 1, 2)).astype(np.int8)
+
+    # characters inside tokens: ids are digits only; values digits and . e E + -
+    cum_nondigit = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(cls != _DIGIT, out=cum_nondigit[1:])
+    nd = _seg_count(cum_nondigit, starts, ends)
+    if np.any(nd[~is_val] != 0):
+        raise _Reject
+    # (values: only _DIGIT/_VCHAR can appear inside a token, since _OTHER bytes were rejected above)
+
+    # separators: count of comma/colon bytes in each gap (newlines never inside a same-line gap)
+    cum_punct = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum((cls == _COMMA) | (cls == _COLON), out=cum_punct[1:])
+    same = tok_line[1:] == tok_line[:-1]
+    k0, k1 = kind[:-1], kind[1:]
+    gap_len = starts[1:] - ends[:-1]
+    gap_punct = _seg_count(cum_punct, ends[:-1], starts[1:])
+    gap_first = nextc[:-1]
+    ok = np.zeros(T - 1, dtype=bool)
+    ll = (k0 == 0) & (k1 == 0)
+    ok |= ll & (gap_len == 1) & (gap_first == _COMMA)
+    ok |= (k0 == 0) & (k1 == 1) & (gap_punct == 0)
+    ok |= (k0 == 1) & (k1 == 2) & (gap_len == 1)
+    ok |= (k0 == 2) & (k1 == 1) & (gap_punct == 0)
+    if np.any(same & ~ok):
+        raise _Reject
+    # first token of each line: a label must start the line; a feature may follow whitespace
+    first = np.ones(T, dtype=bool)
+    first[1:] = ~same
+    fi = np.flatnonzero(first)
+    fk = kind[fi]
+    fs = starts[fi]
+    ls = line_start[tok_line[fi]]
+    if np.any(fk == 2) or np.any((fk == 0) & (fs != ls)):
+        raise _Reject
+    if np.any((fk == 1) & (_seg_count(cum_punct, ls, fs) != 0)):
+        raise _Reject
+    # last token of each line: only whitespace may follow it before the newline
+    last = np.ones(T, dtype=bool)
+    last[:-1] = ~same
+    li = np.flatnonzero(last)
+    if np.any(_seg_count(cum_punct, ends[li], nlpos[tok_line[li]]) != 0):
+        raise _Reject
+
+    try:
+        nums = np.fromstring(c.translate(_TO_SPACE), dtype=np.float64, sep=" ")
+    except ValueError:
+        raise _Reject from None
+    if nums.size != T:
+        raise _Reject
+    lab = nums[is_lab]
+    fid = nums[is_fid]
+    with np.errstate(over="ignore"):
+        val = nums[is_val].astype(np.float32)
+    if np.any(lab >= L) or np.any(fid >= D) or not np.all(np.isfinite(val)):
+        raise _Reject
+    lab = lab.astype(np.int64)
+    fid = fid.astype(np.int64)
+    lab_line = tok_line[is_lab]
+    fid_line = tok_line[is_fid]
+
+    def sort_dedupe(row, col, dim, values):
+        key = row * dim + col
+        if key.size > 1 and not np.all(key[1:] > key[:-1]):
+            order = np.argsort(key, kind="stable")
+            key = key[order]
+            values = values[order] if values is not None else None
+            dup = key[1:] == key[:-1]
+            if np.any(dup):
+                if duplicates == "error":
+                    raise _Reject
+                keep = np.ones(key.size, dtype=bool)
+                keep[1:] = ~dup
+                grp = np.flatnonzero(keep)
+                if values is not None:
+                    values = np.add.reduceat(values, grp).astype(np.float32)
+                key = key[grp]
+        return key // dim, key % dim, values
+
+    lrow, lab, _ = sort_dedupe(lab_line, lab, L, None)
+    frow, fid, val = sort_dedupe(fid_line, fid, D, val)
+    lab_counts = np.bincount(lrow, minlength=n_lines)
+    feat_counts = np.bincount(frow, minlength=n_lines)
+    return lab_counts, feat_counts, lab.astype(np.int32), fid.astype(np.int32), val
+
+
+def _slow_chunk(lines: list[bytes], first_lineno: int, D: int, L: int, duplicates: str, path):
+    lab_counts = np.zeros(len(lines), dtype=np.int64)
+    feat_counts = np.zeros(len(lines), dtype=np.int64)
+    labs: list[int] = []
+    fids: list[int] = []
+    vals: list[float] = []
+    for i, raw in enumerate(lines):
+        lb, fi, va = parse_line(raw, first_lineno + i, D, L, path=path, duplicates=duplicates)
+        lab_counts[i] = len(lb)
+        feat_counts[i] = len(fi)
+        labs += lb
+        fids += fi
+        vals += va
+    return (lab_counts, feat_counts, np.asarray(labs, dtype=np.int32), np.asarray(fids, dtype=np.int32),
+            np.asarray(vals, dtype=np.float32))
+
+
+def _csr(counts_parts, idx_parts, val_parts, n_rows: int, n_cols: int, what: str, path) -> sp.csr_matrix:
+    counts = np.concatenate(counts_parts) if counts_parts else np.zeros(0, dtype=np.int64)
+    nnz = int(counts.sum())
+    if nnz >= 2**31:
+        raise XMLRepoFormatError(path, 0, f"{what} has {nnz} nonzeros, more than int32 indices can address")
+    indptr = np.zeros(n_rows + 1, dtype=np.int32)
+    np.cumsum(counts, out=indptr[1:])
+    indices = np.concatenate(idx_parts) if idx_parts else np.zeros(0, dtype=np.int32)
+    data = (np.concatenate(val_parts) if val_parts is not None and val_parts else np.ones(nnz, dtype=np.float32))
+    M = sp.csr_matrix((data.astype(np.float32, copy=False), indices.astype(np.int32, copy=False), indptr),
+                      shape=(n_rows, n_cols), copy=False)
+    M.has_sorted_indices = True
+    return M
+
+
+def parse_xmlrepo_bytes(data: bytes, *, path="<bytes>", duplicates: str = "error", progress: bool = False,
+                        chunk_bytes: int = CHUNK_BYTES) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Parse the whole text of an XMLRepository file (bytes) into (X, Y). See the module docstring."""
+    if duplicates not in _DUP_POLICIES:
+        raise ValueError(f"duplicates must be one of {_DUP_POLICIES}, got {duplicates!r}")
+    if len(data) == 0:
+        raise XMLRepoFormatError(path, 1, "empty file (expected a header 'N_points N_features N_labels')")
+    h_end = data.find(b"\n")
+    if h_end < 0:
+        h_end = len(data)
+    N, D, L = _parse_header(data[:h_end], path)
+    body_start = min(h_end + 1, len(data))
+    total = len(data)
+
+    # line boundaries of the body: newline positions, scanned in slices to bound memory
+    nl_parts = []
+    step = 64 << 20
+    for lo in range(body_start, total, step):
+        seg = np.frombuffer(data, dtype=np.uint8, count=min(step, total - lo), offset=lo)
+        nl_parts.append(np.flatnonzero(seg == 10) + lo)
+    nl = np.concatenate(nl_parts) if nl_parts else np.zeros(0, dtype=np.int64)
+    # lines: each ends at a newline; a final line without a newline counts too
+    line_ends = nl
+    if total > body_start and (nl.size == 0 or nl[-1] != total - 1):
+        line_ends = np.append(nl, total)
+    n_lines = line_ends.size
+    line_starts = np.empty(n_lines, dtype=np.int64)
+    if n_lines:
+        line_starts[0] = body_start
+        line_starts[1:] = line_ends[:-1] + 1
+    if n_lines > N:
+        tail = data[line_starts[N]:]
+        if tail.strip(b" \t\r\n") != b"":
+            raise XMLRepoFormatError(path, N + 2, f"more point lines than the header declares ({N})")
+        n_lines = N
+    if n_lines < N:
+        raise XMLRepoFormatError(path, n_lines + 2, f"end of file after {n_lines} point lines, but the header "
+                                 f"declares {N} points")
+
+    lab_c, feat_c, lab_i, feat_i, feat_v = [], [], [], [], []
+    with Progress(total - body_start, f"parse {Path(str(path)).name}", progress, unit="B") as bar:
+        i = 0
+        while i < N:
+            # take lines until about chunk_bytes
+            j = int(np.searchsorted(line_starts, line_starts[i] + chunk_bytes, side="left"))
+            j = min(max(j, i + 1), N)
+            lo, hi = int(line_starts[i]), int(line_ends[j - 1])
+            chunk = data[lo:hi] + b"\n"
+            try:
+                res = _fast_chunk(chunk, j - i, D, L, duplicates)
+            except _Reject:
+                lines = chunk[:-1].split(b"\n")
+                res = _slow_chunk(lines, i + 2, D, L, duplicates, path)
+                raise XMLRepoFormatError(
+                    path, 0, f"internal error: the fast parser rejected lines {i + 2}..{j + 1} but the line "
+                    "parser accepted them; please report this file") from None
+            lab_c.append(res[0])
+            feat_c.append(res[1])
+            lab_i.append(res[2])
+            feat_i.append(res[3])
+            feat_v.append(res[4])
+            bar.update(hi - lo + 1)
+            i = j
+    X = _csr(feat_c, feat_i, feat_v, N, D, "the feature matrix", path)
+    Y = _csr(lab_c, lab_i, None, N, L, "the label matrix", path)
+    return X, Y
+
+
+# ------------------------------------------------------------------------------------ file + cache
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(16 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cache_path_for(path, sha: str, cache_dir=None, duplicates: str = "error") -> Path:
+    path = Path(path)
+    folder = Path(cache_dir) if cache_dir is not None else path.parent
+    return folder / f"{path.name}.{sha[:16]}-r{READER_VERSION}-{duplicates}.npz"
+
+
+def atomic_savez(target: Path, **arrays) -> None:
+    """Write an .npz to a temporary file in the target's folder, fsync, then os.replace."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def csr_to_arrays(prefix: str, M: sp.csr_matrix) -> dict:
+    return {f"{prefix}_data": M.data, f"{prefix}_indices": M.indices, f"{prefix}_indptr": M.indptr,
+            f"{prefix}_shape": np.asarray(M.shape, dtype=np.int64)}
+
+
+def csr_from_arrays(z, prefix: str) -> sp.csr_matrix:
+    shape = tuple(int(s) for s in z[f"{prefix}_shape"])
+    M = sp.csr_matrix((z[f"{prefix}_data"], z[f"{prefix}_indices"], z[f"{prefix}_indptr"]), shape=shape, copy=False)
+    M.has_sorted_indices = True
+    return M
+
+
+def _default_cache_dir() -> Path:
+    from . import default_cache_dir
+    return default_cache_dir()
+
+
+def read_xmlrepo(path, *, cache: bool = True, cache_dir=None, duplicates: str = "error",
+                 progress: bool = False) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Read an XMLRepository text file into (X, Y) CSR matrices (float32 values, int32 indices).
+
+    With ``cache`` the result is kept as an .npz keyed by the file's sha256 and READER_VERSION,
+    beside the file or in ``cache_dir`` (if the file's folder is not writable and no cache_dir is
+    given, the default cache folder is used and a warning says so). Malformed input raises
+    :class:`XMLRepoFormatError` and writes nothing.
+    """
+    path = Path(path)
+    if duplicates not in _DUP_POLICIES:
+        raise ValueError(f"duplicates must be one of {_DUP_POLICIES}, got {duplicates!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"XMLRepository file not found: {path}")
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    cpath = None
+    if cache:
+        if cache_dir is None and not os.access(path.parent, os.W_OK):
+            cache_dir = _default_cache_dir() / "xmlrepo"
+            warnings.warn(f"{path.parent} is not writable; caching the parsed {path.name} in {cache_dir}",
+                          RuntimeWarning, stacklevel=2)
+        cpath = cache_path_for(path, sha, cache_dir, duplicates)
+        if cpath.is_file():
+            try:
+                with np.load(cpath, allow_pickle=False) as z:
+                    if str(z["sha256"]) == sha and int(z["reader_version"]) == READER_VERSION:
+                        X, Y = csr_from_arrays(z, "X"), csr_from_arrays(z, "Y")
+                        note(f"loaded {path.name} from cache {cpath}", progress)
+                        return X, Y
+            except (OSError, ValueError, KeyError) as e:
+                warnings.warn(f"ignoring unreadable cache {cpath} ({e}); re-parsing {path}", RuntimeWarning,
+                              stacklevel=2)
+    X, Y = parse_xmlrepo_bytes(data, path=path, duplicates=duplicates, progress=progress)
+    del data
+    if cpath is not None:
+        atomic_savez(cpath, **csr_to_arrays("X", X), **csr_to_arrays("Y", Y), sha256=np.asarray(sha),
+                     reader_version=np.asarray(READER_VERSION))
+        note(f"cached {path.name} as {cpath}", progress)
+    return X, Y
+
+
+# ---------------------------------------------------------------------------------------- writer
+def _check_pair(X, Y):
+    if not sp.issparse(X) or not sp.issparse(Y):
+        raise ValueError("write_xmlrepo needs scipy sparse X and Y")
+    X = sp.csr_matrix(X)
+    Y = sp.csr_matrix(Y)
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}")
+    X.sum_duplicates()
+    Y.sum_duplicates()
+    X.sort_indices()
+    Y.sort_indices()
+    xd = X.data.astype(np.float32)
+    if not np.all(np.isfinite(xd)):
+        raise ValueError("X has non-finite values (NaN/inf cannot be written)")
+    return X, Y
+
+
+def format_lines(X: sp.csr_matrix, Y: sp.csr_matrix) -> bytes:
+    """The point lines (no header) for CSR X, Y, each ending in a newline. Values are written with
+    the shortest decimal that reads back to the same float32; explicit zeros are kept."""
+    n = X.shape[0]
+    if n == 0:
+        return b""
+    fid_s = X.indices.astype(str)
+    val_s = X.data.astype(np.float32).astype(str)
+    pairs = np.strings.add(np.strings.add(fid_s, ":"), val_s).tolist() if X.nnz else []
+    labs = Y.indices.astype(str).tolist()
+    xp, yp = X.indptr.tolist(), Y.indptr.tolist()
+    out = []
+    for i in range(n):
+        lab = ",".join(labs[yp[i]:yp[i + 1]])
+        feats = " ".join(pairs[xp[i]:xp[i + 1]])
+        out.append(f"{lab} {feats}" if feats else (lab if lab else ""))
+    return ("\n".join(out) + "\n").encode("ascii")
+
+
+def write_xmlrepo(path, X, Y, *, progress: bool = False, rows_per_chunk: int = 20000) -> Path:
+    """Write (X, Y) in the XMLRepository text format, atomically (temp file + os.replace).
+
+    A point with no labels starts its line with a space; a point with neither labels nor features
+    is an empty line. Values round-trip exactly through :func:`read_xmlrepo` (as float32).
+    """
+    X, Y = _check_pair(X, Y)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    n = X.shape[0]
+    try:
+        with open(tmp, "wb") as f, Progress(n, f"write {path.name}", progress, unit="pt") as bar:
+            f.write(f"{n} {X.shape[1]} {Y.shape[1]}\n".encode())
+            for lo in range(0, n, rows_per_chunk):
+                hi = min(n, lo + rows_per_chunk)
+                f.write(format_lines(X[lo:hi], Y[lo:hi]))
+                bar.update(hi - lo)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
