@@ -500,10 +500,11 @@ def reuse(src: Path, run: RunSpec, results_dir: str | Path) -> Path:
     return final
 
 
-def launch(run: RunSpec, results_dir: str | Path, *, python: str = sys.executable, progress: bool = True,
-           data_loader: str | None = None, extra_env: dict | None = None, timeout: float | None = None,
-           cwd: str | Path | None = None) -> subprocess.CompletedProcess:
-    """Start the child process for one run and wait for it."""
+def start(run: RunSpec, results_dir: str | Path, *, python: str = sys.executable, progress: bool = True,
+          data_loader: str | None = None, extra_env: dict | None = None, cwd: str | Path | None = None,
+          stdout=None) -> subprocess.Popen:
+    """Start the child process for one run (``python -m slidebench _run-one``) with the thread
+    environment fixed before the interpreter starts; returns the Popen."""
     from .trainers import REGISTRY
     env = dict(os.environ)
     env.update(extra_env or {})
@@ -514,7 +515,18 @@ def launch(run: RunSpec, results_dir: str | Path, *, python: str = sys.executabl
         cmd += ["--data-loader", data_loader]
     if not progress:
         cmd.append("--quiet")
-    return subprocess.run(cmd, env=env, timeout=timeout, cwd=cwd)
+    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=stdout)
+
+
+def launch(run: RunSpec, results_dir: str | Path, *, timeout: float | None = None, **kw) -> int:
+    """Start the child process for one run and wait for it; returns its exit code."""
+    proc = start(run, results_dir, **kw)
+    try:
+        return proc.wait(timeout=timeout)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
 
 
 def run_experiment(exp: Experiment, runs: list[RunSpec], results_dir: str | Path = "results", *,

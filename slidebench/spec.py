@@ -19,7 +19,7 @@ PRESETS = ("delicious", "amazon")
 SCALES = ("tiny", "small", "paper")
 PROTOCOLS = ("fair", "paper")
 KINDS = ("train", "micro")
-RESERVED_PARAMS = ("batch_size", "shuffle")
+RESERVED_PARAMS = ("batch_size", "shuffle", "config")
 LABEL_RE = re.compile(r"^[A-Za-z0-9_.+\-]+$")
 
 DEFAULT_SUBSET = 2000
@@ -99,6 +99,7 @@ class RunSpec:
         p = dict(self.params)
         p["batch_size"] = self.batch_size
         p["shuffle"] = self.shuffle
+        p["config"] = self.config          # the named configuration ("paper", "tuned", ...)
         return p
 
     def identity(self) -> dict[str, Any]:
