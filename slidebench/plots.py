@@ -198,8 +198,17 @@ def _param_cols(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if c.startswith("param_")]
 
 
+def _strcol(s: pd.Series) -> pd.Series:
+    """Column as plain strings with missing values as "-" (pandas' str dtype keeps NaN missing)."""
+    return pd.Series([_val(v) for v in s.tolist()], index=s.index, dtype=object)
+
+
+def _strframe(df: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({c: _strcol(df[c]) for c in df.columns}, index=df.index)
+
+
 def _varying(df: pd.DataFrame, cols: Sequence[str]) -> list[str]:
-    return [c for c in cols if c in df.columns and df[c].astype(str).nunique(dropna=False) > 1]
+    return [c for c in cols if c in df.columns and _strcol(df[c]).nunique() > 1]
 
 
 def _val(v: Any) -> str:
@@ -230,14 +239,14 @@ def curve_groups(df: pd.DataFrame, split: Sequence[str] = ()) -> list[Group]:
     dims = ["label"] + [c for c in _varying(df, _param_cols(df) + ["n_threads", "batch_size", "protocol"])
                         if c not in split]
     groups: list[Group] = []
-    keys = df[dims].astype(str).drop_duplicates().itertuples(index=False, name=None) if len(df) else []
+    keys = _strframe(df[dims]).drop_duplicates().itertuples(index=False, name=None) if len(df) else []
     n_variants = 0
-    label_variants = df.groupby("label")[dims[1:]].apply(lambda g: len(g.astype(str).drop_duplicates())) \
+    label_variants = df.groupby("label")[dims[1:]].apply(lambda g: len(_strframe(g).drop_duplicates())) \
         if len(dims) > 1 and len(df) else None
     for key in keys:
         mask = np.ones(len(df), dtype=bool)
         for c, v in zip(dims, key):
-            mask &= (df[c].astype(str) == v).to_numpy()
+            mask &= (_strcol(df[c]) == v).to_numpy()
         sub = df[mask]
         if len(sub) == 0:
             continue
@@ -436,8 +445,8 @@ def fig_threads(s: Summary, out_dir: Path) -> list[Path]:
         if len(ttt) and "label" in ttt.columns:
             t = ttt[ttt["label"] == g.df["label"].iloc[0]]
             for c in _param_cols(g.df):
-                if c in t.columns and g.df[c].astype(str).nunique() == 1:
-                    t = t[t[c].astype(str) == str(g.df[c].iloc[0])]
+                if c in t.columns and _strcol(g.df[c]).nunique() == 1:
+                    t = t[_strcol(t[c]) == _val(g.df[c].iloc[0])]
             t = t[t["n_reached"] > 0] if "n_reached" in t.columns else t
             t = t.dropna(subset=["ttt_olympic_mean_s"]).sort_values("n_threads")
             if len(t):

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .plots import (KNOWN_EXPERIMENTS, Summary, _param_cols, _val, available_experiments, footer_text,
+from .plots import (KNOWN_EXPERIMENTS, Summary, _param_cols, _strcol, _val, available_experiments, footer_text,
                     hard_threshold_prob, load_summary)
 
 __all__ = ["write_report", "render_report", "PAPER_CLAIMS", "TITLES", "group_table", "speedups",
@@ -113,7 +113,7 @@ def _fmt(x: Any, nd: int = 3) -> str:
 
 def _group_cols(runs: pd.DataFrame) -> list[str]:
     cols = [c for c in ("dataset", "label", "n_threads", "batch_size", "protocol") if c in runs.columns]
-    return cols + [c for c in _param_cols(runs) if runs[c].astype(str).nunique(dropna=False) > 1]
+    return cols + [c for c in _param_cols(runs) if _strcol(runs[c]).nunique() > 1]
 
 
 def group_table(runs: pd.DataFrame) -> pd.DataFrame:

@@ -199,6 +199,10 @@ def test_report_has_every_experiment_claims_and_embedded_figures(results, drawn)
     # speedup ratio of the planted data: TF tau 6 vs SLIDE tau 2 -> about 3x in time to target
     assert "ttt ratio" in text
     assert "smoke" in text
+    # every ablation variant has a row (the random active set has no hash/K params: NaN-safe grouping)
+    abl = text.split("## Ablation")[1].split("## ")[0]
+    for v in ("SLIDE-random", "simhash", "wta"):
+        assert v in abl
 
 
 def test_report_time_to_target_and_speedup_numbers(results):
