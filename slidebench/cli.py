@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--preset", required=True, choices=["delicious", "amazon"])
     g.add_argument("--scale", default="small", choices=["tiny", "small", "paper"])
     g.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    g.add_argument("--out", help="also write XMLRepository-format text files into this folder")
+    g.add_argument("--out", help="write XMLRepository-format OUT/<preset>/{train,test}.txt (usable as --data-dir OUT) "
+                   "instead of caching")
     g.add_argument("--cache-dir", help="cache folder (default: the data module's)")
     im = dsub.add_parser("import", help="parse XMLRepository text files and cache them (.npz beside them)")
     im.add_argument("paths", nargs="+", metavar="PATH")
@@ -100,16 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_data(a) -> int:
     if a.data_cmd == "generate":
+        if a.out:
+            # stream the synthetic set to text files (XMLRepository format; usable later as --data-dir)
+            from .data import write_files
+            paths = write_files(a.preset, a.scale, Path(a.out) / a.preset, seed=a.seed, progress=True)
+            for k, p in paths.items():
+                print(f"wrote {k}: {p}")
+            return 0
         from .data import dataset_stats, format_stats, load_dataset
         kw = {"cache_dir": a.cache_dir} if a.cache_dir else {}
         ds = load_dataset(a.preset, a.scale, seed=a.seed, progress=True, **kw)
-        if a.out:
-            from .data import write_xmlrepo
-            out = Path(a.out)
-            out.mkdir(parents=True, exist_ok=True)
-            write_xmlrepo(out / f"{a.preset}_{a.scale}_train.txt", ds.X_train, ds.Y_train)
-            write_xmlrepo(out / f"{a.preset}_{a.scale}_test.txt", ds.X_test, ds.Y_test)
-            print(f"wrote {out}/{a.preset}_{a.scale}_{{train,test}}.txt")
         print(format_stats(dataset_stats(ds)))
         return 0
     if a.data_cmd == "import":
