@@ -12,11 +12,33 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 
 
+_DEP_RE = None
+
+
+def _deps(src: Path, seen: set[Path]) -> set[Path]:
+    """The engine-local files a .pyx/.pxd depends on: cimported .pxd and extern .h, recursively."""
+    global _DEP_RE
+    import re
+    if _DEP_RE is None:
+        _DEP_RE = re.compile(r"^\s*(?:from\s+(\w+)\s+cimport|cimport\s+(\w+)|cdef\s+extern\s+from\s+[\"']([\w.]+)[\"'])",
+                             re.M)
+    if src in seen or not src.exists():
+        return seen
+    seen.add(src)
+    for m in _DEP_RE.finditer(src.read_text(errors="replace")):
+        name = m.group(1) or m.group(2)
+        dep = _HERE / (f"{name}.pxd" if name else m.group(3))
+        _deps(dep, seen)
+    return seen
+
+
 def _check_fresh() -> None:
     """An editable install does not rebuild on import: refuse a stale build loudly.
 
-    A .pyx/.pxd/.h edited after the compiled module was built means the .so no longer matches the
-    source. Set SLIDEBENCH_ALLOW_STALE=1 to import anyway (a warning is printed).
+    A compiled module is stale when its .pyx, or a .pxd/.h it (transitively) cimports or includes
+    from engine/, changed after the module was built (cythonize rebuilds only modules whose
+    dependencies changed, so every module is checked against its own dependencies).
+    Set SLIDEBENCH_ALLOW_STALE=1 to import anyway (a warning is printed).
     """
     sos = list(_HERE.glob("_*.so")) + list(_HERE.glob("_*.pyd"))
     if not sos:
@@ -24,9 +46,16 @@ def _check_fresh() -> None:
             f"slidebench.engine is not built (no compiled modules in {_HERE}). "
             "Run `make build` (or `pip install -e . --no-build-isolation`)."
         )
-    built = min(p.stat().st_mtime for p in sos)
-    sources = [p for ext in ("*.pyx", "*.pxd", "*.pxi", "*.h") for p in _HERE.glob(ext)]
-    stale = [p.name for p in sources if p.stat().st_mtime > built + 1e-3]
+    built = {p.name.split(".")[0]: p.stat().st_mtime for p in sos}
+    stale = set()
+    for pyx in _HERE.glob("_*.pyx"):
+        mod = pyx.stem
+        if mod not in built:
+            stale.add(f"{pyx.name} (never built)")
+            continue
+        for dep in _deps(pyx, set()):
+            if dep.stat().st_mtime > built[mod] + 1e-3:
+                stale.add(dep.name)
     if stale:
         msg = (f"slidebench.engine build is stale: {', '.join(sorted(stale))} changed after the last build. "
                "Run `make build` to recompile the engine.")
@@ -41,13 +70,21 @@ if (_HERE / "_omp.pyx").exists():  # source checkout (editable): check the build
     _check_fresh()
 
 from ._omp import openmp_enabled, max_threads, set_num_threads  # noqa: E402
+from .network import Network, estimate_memory, parse_config  # noqa: E402
+from ._core import triad_bandwidth, kernels_dispatch  # noqa: E402
+
+# LSH part (engine/_lsh.pyx, the LSH helper's): the standalone LSHIndex.
+if (_HERE / "_lsh.pyx").exists() or list(_HERE.glob("_lsh*.so")):
+    from ._lsh import LSHIndex  # noqa: E402,F401
 
 
 def build_info() -> dict:
     """How this engine was compiled (recorded in every run log)."""
     from . import _buildinfo as b
     return {"openmp": bool(openmp_enabled()), "native": b.NATIVE, "arch_flags": b.ARCH_FLAGS,
-            "compile_args": list(b.COMPILE_ARGS), "compiler": b.COMPILER, "omp_max_threads": max_threads()}
+            "compile_args": list(b.COMPILE_ARGS), "compiler": b.COMPILER, "omp_max_threads": max_threads(),
+            "kernels": kernels_dispatch()}
 
 
-__all__ = ["openmp_enabled", "max_threads", "set_num_threads", "build_info"]
+__all__ = ["openmp_enabled", "max_threads", "set_num_threads", "build_info", "Network", "estimate_memory",
+           "parse_config", "triad_bandwidth", "kernels_dispatch", "LSHIndex"]

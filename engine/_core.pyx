@@ -1,0 +1,863 @@
+# cython: language_level=3
+"""The compiled SLIDE network: forward, backward, Adam/SGD, samplers, predict.
+
+Memory layout (structure of arrays, flat C-contiguous float32):
+  * layer 0 (input -> first layer) is feature-major: W[0][f * n_out + j], so a sparse input row
+    touches len(x) contiguous rows of n_out floats;
+  * layers l >= 1 are neuron-major: W[l][j * n_in + i], so an active neuron is one contiguous row;
+  * Adam moments m, v beside each weight/bias array in the same layout.
+
+A training step has two phases:
+  1. per-sample pass, ``prange`` over the batch (one sample per iteration, HOGWILD-free because the
+     weights are only read): choose active sets, forward, softmax cross-entropy over the active
+     output neurons, backward to per-sample deltas (stored per sample);
+  2. update pass, ``prange`` over the touched rows of every layer: each row's gradient is the sum
+     over the samples that touched it (in ascending sample order) of delta * input activation, then
+     one Adam (or SGD) step on the row and its bias.
+No two threads ever write the same memory, and every sum has a fixed order, so the result is
+bitwise identical for a given seed at ANY thread count (stronger than HOGWILD; see docs/engine.md).
+
+Per-sample randomness (the `random` sampler and the padding up to min_active) comes from a
+splitmix64 stream seeded by (engine seed, global sample index), not from thread-local state, for the
+same reason.
+"""
+from cython.parallel cimport parallel, prange, threadid
+from libc.stdlib cimport malloc, calloc, free
+from libc.string cimport memset, memcpy
+from libc.math cimport expf, logf, sqrtf, isnan
+from libc.stdint cimport uint64_t
+
+import numpy as np
+
+from lsh_kernels cimport *
+
+cdef extern from "kernels.h":
+    const char* sb_kernels_dispatch()
+    float sb_dot(const float* a, const float* b, int n) noexcept nogil
+    float sb_dot_gather(const float* w, const int* idx, const float* val, int n) noexcept nogil
+    void sb_axpy(float a, const float* x, float* y, int n) noexcept nogil
+    void sb_axpy_scatter(float a, const float* x, const int* idx, float* y, int n) noexcept nogil
+    void sb_adam_row(float* w, float* m, float* v, const float* g, int n, float b1, float b2,
+                     float lr_t, float eps_t) noexcept nogil
+    void sb_sgd_row(float* w, const float* g, int n, float lr) noexcept nogil
+    void sb_triad(float* a, const float* b, const float* c, float s, long lo, long hi) noexcept nogil
+    uint64_t sb_splitmix(uint64_t* s) noexcept nogil
+    int sb_randint(uint64_t* s, int n) noexcept nogil
+
+cdef enum:
+    MAXL = 8
+    SAMP_FULL = 0
+    SAMP_LSH = 1
+    SAMP_RANDOM = 2
+    OPT_ADAM = 0
+    OPT_SGD = 1
+    MAX_TABLES = 255
+
+SAMPLERS = {"full": SAMP_FULL, "lsh": SAMP_LSH, "random": SAMP_RANDOM}
+FAMILIES = {"simhash": SB_SIMHASH, "wta": SB_WTA, "dwta": SB_DWTA, "doph": SB_DOPH}
+QUERY_MODES = {"vanilla": SB_Q_VANILLA, "topk": SB_Q_TOPK, "threshold": SB_Q_THRESHOLD}
+INSERTIONS = {"fifo": SB_FIFO, "reservoir": SB_RESERVOIR}
+
+
+def kernels_dispatch() -> str:
+    """How the hot kernels were compiled (target_clones dispatch or a single native version)."""
+    return sb_kernels_dispatch().decode()
+
+
+cdef struct Net:
+    int n_layers
+    int sizes[MAXL + 1]        # sizes[0] = n_features; layer l maps sizes[l] -> sizes[l+1]
+    float* W[MAXL]
+    float* b[MAXL]
+    int samp[MAXL]             # SAMP_* per layer
+    int target[MAXL]           # sampler target per sample
+    int min_active[MAXL]       # pad with random neurons up to this many
+    LSHTables* tab[MAXL]
+    int qmode
+    int min_hits
+    uint64_t seed
+
+
+cdef struct Work:
+    int b
+    int training
+    int exact                  # predict "exact": every layer full
+    int per_thread             # buffers indexed by thread (predict) instead of by sample (train)
+    int min_pad                # extra lower bound on the output active set (predict: k)
+    long long sample_base      # global index of sample 0 (RNG stream)
+    uint64_t stream
+    const int* xptr
+    const int* xind
+    const float* xval
+    const int* yptr
+    const int* yind
+    int stride[MAXL]           # floats per slot in act/dlt (size if full, else capacity)
+    int full[MAXL]             # effective: layer computed in full
+    int* nact[MAXL]            # [slots] active count
+    int* ids[MAXL]             # [slots * stride] active ids (sampled layers only)
+    float* act[MAXL]           # [slots * stride] activations (ReLU output; logits for the output)
+    float* dlt[MAXL]           # [slots * stride] d loss / d pre-activation
+    float* loss                # [b]
+    int* n_cand                # [b] candidates the LSH query returned for the output layer
+    long maxn
+    unsigned char* counts      # [nt * maxn] lsh_query scratch (zero between uses)
+    unsigned char* marks       # [nt * maxn] membership marks (zero between uses)
+    float* dense               # [nt * maxn] densified layer input for hashing (zero between uses)
+    int* keys                  # [nt * MAX_TABLES]
+    int k
+    int* topi                  # [b * k]
+    int err                    # first nonzero error code seen by any thread
+    float* topv                # [b * k]
+
+
+cdef inline uint64_t seed_for(uint64_t a, long long b) noexcept nogil:
+    cdef uint64_t s = a ^ (<uint64_t>b * 0xD1B54A32D192ED03ULL)
+    sb_splitmix(&s)
+    return s
+
+
+cdef inline void topk_push(float v, int j, float* tv, int* ti, int* cnt, int k) noexcept nogil:
+    """Keep the k best (value desc, id asc) in tv/ti sorted best first."""
+    cdef int n = cnt[0], p
+    if isnan(v):
+        return
+    if n == k:
+        if v < tv[k - 1] or (v == tv[k - 1] and j > ti[k - 1]):
+            return
+        p = k - 1
+    else:
+        p = n
+        cnt[0] = n + 1
+    while p > 0 and (tv[p - 1] < v or (tv[p - 1] == v and ti[p - 1] > j)):
+        tv[p] = tv[p - 1]
+        ti[p] = ti[p - 1]
+        p -= 1
+    tv[p] = v
+    ti[p] = j
+
+
+cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
+    """Active sets, forward, loss and backward for sample s (training) or top-k (predict)."""
+    cdef int L = net.n_layers, l, i, j, q, n, ny, nc, m, n_in, n_out, slot, pslot, kk
+    cdef int x0 = wk.xptr[s], x1 = wk.xptr[s + 1], nx = x1 - x0
+    cdef const int* xi = wk.xind + x0
+    cdef const float* xv = wk.xval + x0
+    cdef unsigned char* marks = wk.marks + tid * wk.maxn
+    cdef unsigned char* counts = wk.counts + tid * wk.maxn
+    cdef float* dense = wk.dense + tid * wk.maxn
+    cdef int* keys = wk.keys + tid * MAX_TABLES
+    cdef uint64_t rng = seed_for(net.seed ^ wk.stream, wk.sample_base + s)
+    cdef int* ids_s
+    cdef int* pids
+    cdef float* out
+    cdef float* pin
+    cdef float* d
+    cdef float* dp
+    cdef float* W
+    cdef float* bb
+    cdef float z, mx, ssum, inv_b, zy, w
+    cdef int pn, is_out, tgt, ll
+    slot = tid if wk.per_thread else s
+    ny = 0
+    for l in range(L):
+        n_in = net.sizes[l]
+        n_out = net.sizes[l + 1]
+        is_out = l == L - 1
+        W = net.W[l]
+        bb = net.b[l]
+        out = wk.act[l] + <long>slot * wk.stride[l]
+        # ---------------------------------------------------------------- active set
+        if wk.full[l]:
+            n = n_out
+            ids_s = NULL
+            if is_out and wk.training:   # count distinct labels
+                for q in range(wk.yptr[s], wk.yptr[s + 1]):
+                    j = wk.yind[q]
+                    if not marks[j]:
+                        marks[j] = 1
+                        ny += 1
+                for q in range(wk.yptr[s], wk.yptr[s + 1]):
+                    marks[wk.yind[q]] = 0
+        else:
+            ids_s = wk.ids[l] + <long>slot * wk.stride[l]
+            n = 0
+            if is_out and wk.training:   # the true labels first, always active
+                for q in range(wk.yptr[s], wk.yptr[s + 1]):
+                    j = wk.yind[q]
+                    if not marks[j]:
+                        marks[j] = 1
+                        ids_s[n] = j
+                        n += 1
+                ny = n
+            if net.samp[l] == SAMP_LSH:
+                if l == 0:
+                    lsh_hash_sparse(net.tab[l], xi, xv, nx, keys)
+                elif wk.full[l - 1]:
+                    lsh_hash_dense(net.tab[l], wk.act[l - 1] + <long>slot * wk.stride[l - 1], keys)
+                else:
+                    pids = wk.ids[l - 1] + <long>slot * wk.stride[l - 1]
+                    pin = wk.act[l - 1] + <long>slot * wk.stride[l - 1]
+                    pn = wk.nact[l - 1][slot]
+                    for i in range(pn):
+                        dense[pids[i]] = pin[i]
+                    lsh_hash_dense(net.tab[l], dense, keys)
+                    for i in range(pn):
+                        dense[pids[i]] = 0.0
+                nc = lsh_query(net.tab[l], keys, net.qmode, net.target[l], net.min_hits, counts,
+                               ids_s + n, NULL, net.target[l])
+                if nc < 0:
+                    return nc
+                if is_out and wk.n_cand != NULL:
+                    wk.n_cand[s] = nc
+                for i in range(nc):      # compact in place, skipping labels already present
+                    j = ids_s[n + i]
+                    if not marks[j]:
+                        marks[j] = 1
+                        ids_s[n] = j
+                        n += 1
+            elif net.samp[l] == SAMP_RANDOM:
+                tgt = net.target[l]
+                if tgt > n_out - n:
+                    tgt = n_out - n
+                m = n + tgt
+                while n < m:
+                    j = sb_randint(&rng, n_out)
+                    if not marks[j]:
+                        marks[j] = 1
+                        ids_s[n] = j
+                        n += 1
+            m = net.min_active[l]
+            if is_out and wk.min_pad > m:
+                m = wk.min_pad
+            if m > n_out:
+                m = n_out
+            while n < m:                 # pad with uniformly random neurons
+                j = sb_randint(&rng, n_out)
+                if not marks[j]:
+                    marks[j] = 1
+                    ids_s[n] = j
+                    n += 1
+            for i in range(n):
+                marks[ids_s[i]] = 0
+        wk.nact[l][slot] = n
+        # ---------------------------------------------------------------- forward
+        if l == 0:
+            if ids_s == NULL:
+                memcpy(out, bb, n_out * sizeof(float))
+                for q in range(nx):
+                    sb_axpy(xv[q], W + <long>xi[q] * n_out, out, n_out)
+            else:
+                for i in range(n):
+                    j = ids_s[i]
+                    z = bb[j]
+                    for q in range(nx):
+                        z = z + xv[q] * W[<long>xi[q] * n_out + j]
+                    out[i] = z
+        else:
+            pslot = slot
+            pin = wk.act[l - 1] + <long>pslot * wk.stride[l - 1]
+            if wk.full[l - 1]:
+                if ids_s == NULL:
+                    for j in range(n_out):
+                        out[j] = bb[j] + sb_dot(W + <long>j * n_in, pin, n_in)
+                else:
+                    for i in range(n):
+                        j = ids_s[i]
+                        out[i] = bb[j] + sb_dot(W + <long>j * n_in, pin, n_in)
+            else:
+                pids = wk.ids[l - 1] + <long>pslot * wk.stride[l - 1]
+                pn = wk.nact[l - 1][pslot]
+                for i in range(n):
+                    j = ids_s[i] if ids_s != NULL else i
+                    out[i] = bb[j] + sb_dot_gather(W + <long>j * n_in, pids, pin, pn)
+        if not is_out:
+            for i in range(n):
+                if not (out[i] > 0.0):
+                    out[i] = 0.0
+    # -------------------------------------------------------------------- predict: top-k
+    l = L - 1
+    out = wk.act[l] + <long>slot * wk.stride[l]
+    n = wk.nact[l][slot]
+    if not wk.training:
+        kk = 0
+        ids_s = NULL if wk.full[l] else wk.ids[l] + <long>slot * wk.stride[l]
+        for i in range(n):
+            topk_push(out[i], i if ids_s == NULL else ids_s[i], wk.topv + <long>s * wk.k,
+                      wk.topi + <long>s * wk.k, &kk, wk.k)
+        for i in range(kk, wk.k):
+            wk.topi[<long>s * wk.k + i] = -1
+        return 0
+    # -------------------------------------------------------------------- loss and output delta
+    inv_b = 1.0 / wk.b
+    d = wk.dlt[l] + <long>slot * wk.stride[l]
+    if ny == 0:
+        wk.loss[s] = 0.0
+        for ll in range(L):
+            memset(wk.dlt[ll] + <long>slot * wk.stride[ll], 0, wk.nact[ll][slot] * sizeof(float))
+        return 0
+    mx = out[0]
+    for i in range(1, n):
+        if out[i] > mx:
+            mx = out[i]
+    ssum = 0.0
+    for i in range(n):
+        d[i] = expf(out[i] - mx)
+        ssum = ssum + d[i]
+    for i in range(n):
+        d[i] = d[i] / ssum * inv_b
+    zy = 0.0
+    if wk.full[l]:
+        for q in range(wk.yptr[s], wk.yptr[s + 1]):
+            j = wk.yind[q]
+            if not marks[j]:
+                marks[j] = 1
+                d[j] = d[j] - inv_b / ny
+                zy = zy + out[j]
+        for q in range(wk.yptr[s], wk.yptr[s + 1]):
+            marks[wk.yind[q]] = 0
+    else:
+        for i in range(ny):
+            d[i] = d[i] - inv_b / ny
+            zy = zy + out[i]
+    wk.loss[s] = logf(ssum) + mx - zy / ny
+    # -------------------------------------------------------------------- backward to layer 0
+    for l in range(L - 1, 0, -1):
+        n_in = net.sizes[l]
+        W = net.W[l]
+        d = wk.dlt[l] + <long>slot * wk.stride[l]
+        n = wk.nact[l][slot]
+        ids_s = NULL if wk.full[l] else wk.ids[l] + <long>slot * wk.stride[l]
+        dp = wk.dlt[l - 1] + <long>slot * wk.stride[l - 1]
+        pin = wk.act[l - 1] + <long>slot * wk.stride[l - 1]
+        pn = wk.nact[l - 1][slot]
+        memset(dp, 0, pn * sizeof(float))
+        if wk.full[l - 1]:
+            for i in range(n):
+                j = i if ids_s == NULL else ids_s[i]
+                sb_axpy(d[i], W + <long>j * n_in, dp, n_in)
+        else:
+            pids = wk.ids[l - 1] + <long>slot * wk.stride[l - 1]
+            for i in range(n):
+                j = i if ids_s == NULL else ids_s[i]
+                w = d[i]
+                for q in range(pn):
+                    dp[q] = dp[q] + w * W[<long>j * n_in + pids[q]]
+        for q in range(pn):
+            if not (pin[q] > 0.0):
+                dp[q] = 0.0
+    return 0
+
+
+cdef struct Upd:
+    # one layer's update: rows and the (sample, position) entries that touched each row
+    int layer
+    int n_rows                 # touched rows (or all rows when `dense_rows`)
+    int dense_rows             # 1: every row j in [0, n_rows) with every sample (full layer, l >= 1)
+    const int* touched
+    const int* rstart
+    const int* rend
+    const int* ent_s
+    const int* ent_pos
+    int row_len
+    int opt
+    float lr_t
+    float eps_t
+    float b1
+    float b2
+    float* mW
+    float* vW
+    float* mb
+    float* vb
+    float* grad                # [nt * row_len]
+
+
+cdef inline void bias_step(Upd* u, float* b, int j, float g) noexcept nogil:
+    cdef float mi, vi
+    if u.opt == OPT_ADAM:
+        mi = u.b1 * u.mb[j] + (1.0 - u.b1) * g
+        vi = u.b2 * u.vb[j] + (1.0 - u.b2) * g * g
+        u.mb[j] = mi
+        u.vb[j] = vi
+        b[j] = b[j] - u.lr_t * mi / (sqrtf(vi) + u.eps_t)
+    else:
+        b[j] = b[j] - u.lr_t * g
+
+
+cdef inline void row_step(Upd* u, float* w, long off, float* g) noexcept nogil:
+    if u.opt == OPT_ADAM:
+        sb_adam_row(w + off, u.mW + off, u.vW + off, g, u.row_len, u.b1, u.b2, u.lr_t, u.eps_t)
+    else:
+        sb_sgd_row(w + off, g, u.row_len, u.lr_t)
+
+
+cdef void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept nogil:
+    """Gradient of one touched row (sum over the samples that touched it, ascending) + one step."""
+    cdef int l = u.layer, j, e, s, pos, i, n, e0, e1
+    cdef int rl = u.row_len
+    cdef float* g = u.grad + <long>tid * rl
+    cdef float gb = 0.0, dv
+    cdef float* a
+    cdef int* pids
+    memset(g, 0, rl * sizeof(float))
+    if l == 0:
+        # feature-major row f: g += x[s, f] * dlt0[s]; biases are updated separately
+        j = u.touched[t]
+        for e in range(u.rstart[j], u.rend[j]):
+            s = u.ent_s[e]
+            dv = wk.xval[u.ent_pos[e]]
+            if wk.full[0]:
+                sb_axpy(dv, wk.dlt[0] + <long>s * wk.stride[0], g, rl)
+            else:
+                sb_axpy_scatter(dv, wk.dlt[0] + <long>s * wk.stride[0], wk.ids[0] + <long>s * wk.stride[0],
+                                g, wk.nact[0][s])
+        row_step(u, net.W[0], <long>j * rl, g)
+        return
+    if u.dense_rows:
+        j = t
+        e0 = 0
+        e1 = wk.b
+    else:
+        j = u.touched[t]
+        e0 = u.rstart[j]
+        e1 = u.rend[j]
+    for e in range(e0, e1):
+        if u.dense_rows:
+            s = e
+            dv = wk.dlt[l][<long>s * wk.stride[l] + j]
+        else:
+            s = u.ent_s[e]
+            dv = wk.dlt[l][u.ent_pos[e]]
+        gb = gb + dv
+        a = wk.act[l - 1] + <long>s * wk.stride[l - 1]
+        if wk.full[l - 1]:
+            sb_axpy(dv, a, g, rl)
+        else:
+            pids = wk.ids[l - 1] + <long>s * wk.stride[l - 1]
+            sb_axpy_scatter(dv, a, pids, g, wk.nact[l - 1][s])
+    row_step(u, net.W[l], <long>j * rl, g)
+    bias_step(u, net.b[l], j, gb)
+
+
+cdef int bucket_rows(int b, const int* ids, const long* off, const int* cnt_s, int* cnt, int* rstart,
+                     int* touched, int* ent_s, int* ent_pos) noexcept nogil:
+    """Counting sort of (sample, position) entries by row id; returns the number of touched rows.
+    Row j's entries are ent_*[rstart[j]:cnt[j]] in ascending sample order (cnt ends as the end)."""
+    cdef int s, p, j, nt = 0, acc = 0, t
+    for s in range(b):
+        for p in range(cnt_s[s]):
+            j = ids[off[s] + p]
+            if cnt[j] == 0:
+                touched[nt] = j
+                nt += 1
+            cnt[j] += 1
+    for t in range(nt):
+        j = touched[t]
+        rstart[j] = acc
+        acc += cnt[j]
+        cnt[j] = rstart[j]
+    for s in range(b):
+        for p in range(cnt_s[s]):
+            j = ids[off[s] + p]
+            ent_s[cnt[j]] = s
+            ent_pos[cnt[j]] = <int>(off[s] + p)
+            cnt[j] += 1
+    return nt
+
+
+cdef class Core:
+    """Owner of the network's arrays and hash tables. Driven by engine/network.py:Network."""
+    cdef Net net
+    cdef LSHTables tabs[MAXL]
+    cdef int has_tab[MAXL]
+    cdef public list W, b, mW, vW, mb, vb
+    cdef public int n_threads
+    cdef public long long step            # optimiser steps taken (Adam's t)
+    cdef public long long samples_seen
+    cdef public int opt
+    cdef public double lr, b1, b2, eps
+    cdef list _sort                        # per layer (cnt, rstart, touched) int32 arrays; [0] = features
+    cdef object _scratch                   # per-thread arrays
+
+    def __cinit__(self):
+        memset(self.tabs, 0, sizeof(self.tabs))
+        memset(self.has_tab, 0, sizeof(self.has_tab))
+
+    def __dealloc__(self):
+        cdef int l
+        for l in range(MAXL):
+            if self.has_tab[l]:
+                lsh_free(&self.tabs[l])
+
+    def __init__(self, sizes, samplers, targets, min_active, *, str optimizer, double lr, double b1,
+                 double b2, double eps, str query_mode, int min_hits, unsigned long long seed,
+                 int n_threads):
+        cdef int l, L = len(sizes) - 1
+        if L < 1 or L > MAXL:
+            raise ValueError(f"the network must have 1..{MAXL} layers, got {L}")
+        if any(int(s) < 1 for s in sizes):
+            raise ValueError(f"layer sizes must be >= 1, got {list(sizes)}")
+        if optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+        if query_mode not in QUERY_MODES:
+            raise ValueError(f"unknown LSH query mode {query_mode!r}; known: {', '.join(QUERY_MODES)}")
+        self.net.n_layers = L
+        self.net.seed = seed
+        self.net.qmode = QUERY_MODES[query_mode]
+        self.net.min_hits = min_hits
+        self.opt = OPT_ADAM if optimizer == "adam" else OPT_SGD
+        self.lr, self.b1, self.b2, self.eps = lr, b1, b2, eps
+        self.n_threads = max(1, n_threads)
+        self.step = 0
+        self.samples_seen = 0
+        self.W, self.b, self.mW, self.vW, self.mb, self.vb = [], [], [], [], [], []
+        self._sort = []
+        for l in range(L + 1):
+            self.net.sizes[l] = int(sizes[l])
+        for l in range(L):
+            n_in, n_out = int(sizes[l]), int(sizes[l + 1])
+            if samplers[l] not in SAMPLERS:
+                raise ValueError(f"unknown sampler {samplers[l]!r} for layer {l}")
+            self.net.samp[l] = SAMPLERS[samplers[l]]
+            self.net.target[l] = int(min(max(targets[l], 0), n_out))
+            self.net.min_active[l] = int(min(max(min_active[l], 0), n_out))
+            shape = (n_in * n_out,)
+            self.W.append(np.zeros(shape, np.float32))
+            self.b.append(np.zeros(n_out, np.float32))
+            if self.opt == OPT_ADAM:
+                self.mW.append(np.zeros(shape, np.float32)); self.vW.append(np.zeros(shape, np.float32))
+                self.mb.append(np.zeros(n_out, np.float32)); self.vb.append(np.zeros(n_out, np.float32))
+            else:
+                self.mW.append(None); self.vW.append(None); self.mb.append(None); self.vb.append(None)
+            rows = n_in if l == 0 else n_out
+            self._sort.append((np.zeros(rows + 1, np.int32), np.zeros(rows + 1, np.int32),
+                               np.zeros(rows + 1, np.int32)))
+            self._pointers(l)
+        self._scratch = None
+
+    cdef void _pointers(self, int l):
+        cdef float[::1] w = self.W[l]
+        cdef float[::1] bb = self.b[l]
+        self.net.W[l] = &w[0]
+        self.net.b[l] = &bb[0]
+
+    # ------------------------------------------------------------------------------- tables
+    def init_tables(self, int l, str family, int K, int L, int range_pow, int bucket_size,
+                    str insertion, unsigned long long seed):
+        """Create the LSH tables of layer l (hash functions from `seed`); build() fills them."""
+        cdef int rc, dim
+        if l < 0 or l >= self.net.n_layers:
+            raise ValueError(f"layer {l} out of range")
+        if family not in FAMILIES:
+            raise ValueError(f"unknown hash family {family!r}; known: {', '.join(FAMILIES)}")
+        if insertion not in INSERTIONS:
+            raise ValueError(f"unknown insertion {insertion!r}; known: {', '.join(INSERTIONS)}")
+        if L < 1 or L > MAX_TABLES:
+            raise ValueError(f"L must be in 1..{MAX_TABLES}, got {L}")
+        dim = self.net.sizes[l]
+        if self.has_tab[l]:
+            lsh_free(&self.tabs[l])
+            self.has_tab[l] = 0
+        rc = lsh_init(&self.tabs[l], FAMILIES[family], dim, K, L, range_pow, bucket_size,
+                      INSERTIONS[insertion], seed)
+        if rc != 0:
+            lsh_free(&self.tabs[l])
+            raise ValueError(
+                f"LSH tables for layer {l} refused the configuration (code {rc}): family={family} "
+                f"dim={dim} K={K} L={L} range_pow={range_pow} bucket_size={bucket_size} insertion={insertion}")
+        self.has_tab[l] = 1
+        self.net.tab[l] = &self.tabs[l]
+
+    def new_functions(self, int l, unsigned long long seed):
+        """The paper's 'rebuild': new hash functions (call build() afterwards)."""
+        if not self.has_tab[l]:
+            raise ValueError(f"layer {l} has no LSH tables")
+        cdef int rc = lsh_new_functions(&self.tabs[l], seed)
+        if rc != 0:
+            raise RuntimeError(f"lsh_new_functions failed for layer {l} (code {rc})")
+
+    def build(self, int l, int n_threads=0):
+        """The paper's 'rehash': hash every neuron of layer l with the current functions, refill."""
+        cdef int rc, nt = n_threads if n_threads > 0 else self.n_threads
+        cdef long n_out = self.net.sizes[l + 1], n_in = self.net.sizes[l]
+        cdef long row_stride, elem_stride
+        if not self.has_tab[l]:
+            raise ValueError(f"layer {l} has no LSH tables")
+        if l == 0:     # neuron j of layer 0 is column j of the feature-major matrix
+            row_stride, elem_stride = 1, n_out
+        else:
+            row_stride, elem_stride = n_in, 1
+        with nogil:
+            rc = lsh_build(&self.tabs[l], self.net.W[l], n_out, row_stride, elem_stride, nt)
+        if rc != 0:
+            if rc == SB_LSH_ENOMEM:
+                raise MemoryError(f"out of memory while building the LSH tables of layer {l}")
+            raise RuntimeError(f"lsh_build failed for layer {l} (code {rc})")
+
+    def table_nbytes(self, int l) -> int:
+        if not self.has_tab[l]:
+            return 0
+        cdef LSHTables* t = &self.tabs[l]
+        cdef long nb = 0
+        if t.offsets != NULL:
+            nb += (<long>t.L) * ((1L << t.range_pow) + 1) * 4
+        if t.ids != NULL:
+            nb += (<long>t.L) * t.n_items * 4
+        return nb
+
+    # ------------------------------------------------------------------------------- scratch
+    cdef _get_scratch(self, int nt):
+        cdef long maxn = max(self.net.sizes[l] for l in range(self.net.n_layers + 1))
+        cdef long maxrow = max([self.net.sizes[1]] + [self.net.sizes[l] for l in range(1, self.net.n_layers)])
+        if self._scratch is None or self._scratch[0] < nt:
+            self._scratch = (nt, maxn, np.zeros(nt * maxn, np.uint8), np.zeros(nt * maxn, np.uint8),
+                             np.zeros(nt * maxn, np.float32), np.zeros(nt * MAX_TABLES, np.int32),
+                             np.zeros(nt * maxrow, np.float32), maxrow)
+        return self._scratch
+
+    cdef _setup_work(self, Work* wk, int b, int slots, int training, int exact, int max_labels, list keep):
+        """Fill the per-layer buffers of `wk` (arrays appended to `keep` to stay alive)."""
+        cdef int l, L = self.net.n_layers, n_out, cap
+        cdef int[::1] iv
+        cdef float[::1] fv
+        for l in range(L):
+            n_out = self.net.sizes[l + 1]
+            wk.full[l] = 1 if (exact or self.net.samp[l] == SAMP_FULL) else 0
+            if wk.full[l]:
+                cap = n_out
+            else:
+                cap = max(self.net.target[l], self.net.min_active[l], wk.min_pad, 1)
+                if l == L - 1 and training:
+                    cap += max_labels
+                cap = min(cap, n_out)
+            wk.stride[l] = cap
+            a = np.empty(<long>slots * cap, np.float32); keep.append(a); fv = a; wk.act[l] = &fv[0]
+            a = np.empty(<long>slots * cap, np.float32) if training else np.empty(1, np.float32)
+            keep.append(a); fv = a; wk.dlt[l] = &fv[0]
+            a = np.zeros(slots, np.int32); keep.append(a); iv = a; wk.nact[l] = &iv[0]
+            if wk.full[l]:
+                wk.ids[l] = NULL
+            else:
+                a = np.empty(<long>slots * cap, np.int32); keep.append(a); iv = a; wk.ids[l] = &iv[0]
+
+    # ------------------------------------------------------------------------------- training
+    def train_batch(self, int[::1] xptr, int[::1] xind, float[::1] xval, int[::1] yptr, int[::1] yind,
+                    int b, int max_labels, bint keep_active=False):
+        """One optimiser step on a batch (inputs already validated by Network). Returns
+        (mean loss, stats dict)."""
+        cdef Work wk
+        cdef Net* net = &self.net
+        cdef int nt = max(1, min(self.n_threads, b)), tid = 0, s, l, L = net.n_layers
+        cdef int t, n_rows, n_out
+        cdef list keep = []
+        cdef unsigned char[::1] u8a, u8b
+        cdef float[::1] f1, f2
+        cdef int[::1] i1, i2, i3, i4, i5, i6
+        cdef float[::1] lossv
+        cdef int[::1] ncand
+        cdef long[::1] offs
+        cdef Upd u
+        cdef double loss_sum
+        for l in range(L):
+            if net.samp[l] == SAMP_LSH and not self.has_tab[l]:
+                raise RuntimeError(f"layer {l} uses the lsh sampler but has no tables")
+        memset(&wk, 0, sizeof(Work))
+        wk.b = b
+        wk.training = 1
+        wk.sample_base = self.samples_seen
+        wk.stream = 0
+        wk.xptr = &xptr[0]; wk.xind = &xind[0] if xind.shape[0] else NULL
+        wk.xval = &xval[0] if xval.shape[0] else NULL
+        wk.yptr = &yptr[0]; wk.yind = &yind[0] if yind.shape[0] else NULL
+        sc = self._get_scratch(nt)
+        wk.maxn = sc[1]
+        u8a = sc[2]; u8b = sc[3]; f1 = sc[4]; i1 = sc[5]; f2 = sc[6]
+        wk.counts = &u8a[0]; wk.marks = &u8b[0]; wk.dense = &f1[0]; wk.keys = &i1[0]
+        self._setup_work(&wk, b, b, 1, 0, max_labels, keep)
+        lossv = np.zeros(b, np.float32); keep.append(lossv); wk.loss = &lossv[0]
+        ncand = np.full(b, -1, np.int32); wk.n_cand = &ncand[0]
+        # ---- phase 1: per-sample forward/backward
+        with nogil, parallel(num_threads=nt):
+            tid = threadid()
+            for s in prange(b, schedule="dynamic", chunksize=1):
+                if sample_pass(net, &wk, s, tid) != 0:
+                    wk.err = -1
+        if wk.err != 0:
+            raise RuntimeError("LSH query failed during training")
+        loss_sum = 0.0
+        for s in range(b):
+            loss_sum += lossv[s]
+        # ---- phase 2: updates, one layer at a time, parallel over touched rows
+        self.step += 1
+        memset(&u, 0, sizeof(Upd))
+        u.opt = self.opt
+        u.b1 = self.b1; u.b2 = self.b2
+        if self.opt == OPT_ADAM:
+            bc1 = 1.0 - self.b1 ** self.step
+            bc2 = 1.0 - self.b2 ** self.step
+            u.lr_t = self.lr * (bc2 ** 0.5) / bc1
+            u.eps_t = self.eps * (bc2 ** 0.5)
+        else:
+            u.lr_t = self.lr
+        offs = np.empty(b, np.int64)
+        stats = {}
+        for l in range(L):
+            u.layer = l
+            n_out = net.sizes[l + 1]
+            u.row_len = n_out if l == 0 else net.sizes[l]
+            u.grad = &f2[0]
+            if self.opt == OPT_ADAM:
+                f1 = self.mW[l]; u.mW = &f1[0]
+                f1 = self.vW[l]; u.vW = &f1[0]
+                f1 = self.mb[l]; u.mb = &f1[0]
+                f1 = self.vb[l]; u.vb = &f1[0]
+            i1, i2, i3 = self._sort[l]
+            u.dense_rows = 0
+            if l == 0:
+                # rows = the features present in the batch
+                cnt_s = np.diff(np.asarray(xptr)).astype(np.int32); keep.append(cnt_s)
+                i4 = cnt_s
+                for s in range(b):
+                    offs[s] = xptr[s]
+                n_ent = xptr[b]
+                es = np.empty(max(n_ent, 1), np.int32); ep = np.empty(max(n_ent, 1), np.int32)
+                i5 = es; i6 = ep
+                with nogil:
+                    n_rows = bucket_rows(b, wk.xind, &offs[0], &i4[0], &i1[0], &i2[0], &i3[0], &i5[0], &i6[0])
+            elif wk.full[l]:
+                u.dense_rows = 1
+                n_rows = n_out
+            else:
+                i4 = np.asarray(<int[:b]> wk.nact[l]).copy()
+                for s in range(b):
+                    offs[s] = <long>s * wk.stride[l]
+                n_ent = int(np.asarray(i4).sum())
+                es = np.empty(max(n_ent, 1), np.int32); ep = np.empty(max(n_ent, 1), np.int32)
+                i5 = es; i6 = ep
+                with nogil:
+                    n_rows = bucket_rows(b, wk.ids[l], &offs[0], &i4[0], &i1[0], &i2[0], &i3[0], &i5[0], &i6[0])
+            u.touched = &i3[0]; u.rstart = &i2[0]; u.rend = &i1[0]
+            u.ent_s = &i5[0] if not u.dense_rows else NULL
+            u.ent_pos = &i6[0] if not u.dense_rows else NULL
+            with nogil, parallel(num_threads=nt):
+                tid = threadid()
+                for t in prange(n_rows, schedule="dynamic", chunksize=16):
+                    update_row(net, &wk, &u, t, tid)
+            if not u.dense_rows:
+                with nogil:
+                    for t in range(n_rows):
+                        i1[i3[t]] = 0
+            if l == L - 1:
+                stats["touched_rows_out"] = n_rows
+            if l == 0:
+                self._update_bias0(&wk, &u, b, nt, keep)
+        self.samples_seen += b
+        n_act = np.asarray(<int[:b]> wk.nact[L - 1])
+        if keep_active:      # debug hook: each sample's output active set (ids), for tests
+            if wk.full[L - 1]:
+                stats["active"] = [np.arange(net.sizes[L], dtype=np.int32) for s in range(b)]
+            else:
+                ids_all = np.asarray(<int[:b * wk.stride[L - 1]]> wk.ids[L - 1]).reshape(b, wk.stride[L - 1])
+                stats["active"] = [ids_all[s, :n_act[s]].copy() for s in range(b)]
+        stats["mean_active_out"] = float(n_act.mean())
+        nc = np.asarray(ncand)
+        stats["mean_lsh_candidates"] = float(nc[nc >= 0].mean()) if (nc >= 0).any() else float("nan")
+        return loss_sum / b, stats
+
+    cdef _update_bias0(self, Work* wk, Upd* u, int b, int nt, list keep):
+        """Biases of layer 0 (indexed by neuron, while its weight rows are indexed by feature)."""
+        cdef int j, s, e, n_rows, t, h = self.net.sizes[1]
+        cdef float g
+        cdef float* bb = self.net.b[0]
+        cdef int[::1] cnt, rs, tch, ns, es, ep
+        cdef long[::1] offs
+        if wk.full[0]:
+            with nogil:
+                for j in prange(h, num_threads=nt, schedule="static"):
+                    g = 0.0
+                    for s in range(b):
+                        g = g + wk.dlt[0][<long>s * h + j]
+                    bias_step(u, bb, j, g)
+            return
+        cnt = np.zeros(h + 1, np.int32); rs = np.zeros(h + 1, np.int32); tch = np.zeros(h + 1, np.int32)
+        ns = np.asarray(<int[:b]> wk.nact[0]).copy()
+        offs = np.arange(b, dtype=np.int64) * wk.stride[0]
+        n_ent = max(int(np.asarray(ns).sum()), 1)
+        es = np.empty(n_ent, np.int32); ep = np.empty(n_ent, np.int32)
+        with nogil:
+            n_rows = bucket_rows(b, wk.ids[0], &offs[0], &ns[0], &cnt[0], &rs[0], &tch[0], &es[0], &ep[0])
+            for t in range(n_rows):
+                j = tch[t]
+                g = 0.0
+                for e in range(rs[j], cnt[j]):
+                    g = g + wk.dlt[0][ep[e]]
+                bias_step(u, bb, j, g)
+
+    # ------------------------------------------------------------------------------- predict
+    def predict(self, int[::1] xptr, int[::1] xind, float[::1] xval, int n, int k, bint exact,
+                int n_threads=0):
+        """Top-k output ids (best first; -1 where fewer than k neurons were scored) for n rows."""
+        cdef Work wk
+        cdef Net* net = &self.net
+        cdef int nt = max(1, min(n_threads if n_threads > 0 else self.n_threads, max(n, 1)))
+        cdef int tid = 0, s, l
+        cdef list keep = []
+        cdef unsigned char[::1] u8a, u8b
+        cdef float[::1] f1, tv
+        cdef int[::1] i1, ti
+        out = np.full((n, k), -1, np.int32)
+        if n == 0:
+            return out
+        if not exact:
+            for l in range(net.n_layers):
+                if net.samp[l] == SAMP_LSH and not self.has_tab[l]:
+                    raise RuntimeError(f"layer {l} uses the lsh sampler but has no tables")
+        memset(&wk, 0, sizeof(Work))
+        wk.b = n
+        wk.training = 0
+        wk.exact = exact
+        wk.per_thread = 1
+        wk.min_pad = k
+        wk.sample_base = 0
+        wk.stream = 0x5EED0F9E0D1C7ULL
+        wk.xptr = &xptr[0]; wk.xind = &xind[0] if xind.shape[0] else NULL
+        wk.xval = &xval[0] if xval.shape[0] else NULL
+        sc = self._get_scratch(nt)
+        wk.maxn = sc[1]
+        u8a = sc[2]; u8b = sc[3]; f1 = sc[4]; i1 = sc[5]
+        wk.counts = &u8a[0]; wk.marks = &u8b[0]; wk.dense = &f1[0]; wk.keys = &i1[0]
+        self._setup_work(&wk, n, nt, 0, exact, 0, keep)
+        tv = np.empty(<long>n * k, np.float32)
+        ti = out.reshape(-1)
+        wk.k = k
+        wk.topv = &tv[0]
+        wk.topi = &ti[0]
+        with nogil, parallel(num_threads=nt):
+            tid = threadid()
+            for s in prange(n, schedule="dynamic", chunksize=4):
+                if sample_pass(net, &wk, s, tid) != 0:
+                    wk.err = -1
+        if wk.err != 0:
+            raise RuntimeError("LSH query failed during predict")
+        return out
+
+
+def triad_bandwidth(long n=1 << 24, int n_threads=1, int repeats=5) -> float:
+    """STREAM-style triad a = b + s*c on float32 arrays of n elements; best of `repeats`, bytes/s
+    counted as 3 * 4 * n (two reads, one write; write-allocate traffic not counted, as STREAM)."""
+    import time
+    cdef float[::1] a = np.zeros(n, np.float32)
+    cdef float[::1] bb = np.ones(n, np.float32)
+    cdef float[::1] c = np.full(n, 2.0, np.float32)
+    cdef int r, t, nt = max(1, n_threads)
+    cdef long chunk = (n + nt - 1) // nt, lo, hi
+    best = 0.0
+    for r in range(repeats):
+        t0 = time.perf_counter()
+        with nogil:
+            for t in prange(nt, num_threads=nt, schedule="static"):
+                lo = t * chunk
+                hi = min(n, lo + chunk)
+                sb_triad(&a[0], &bb[0], &c[0], 3.0, lo, hi)
+        dt = time.perf_counter() - t0
+        best = max(best, 12.0 * n / dt)
+    return best

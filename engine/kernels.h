@@ -1,0 +1,110 @@
+/* Hot float32 kernels of the SLIDE network (engine/_core.pyx).
+ *
+ * Portable by default: each kernel is compiled three times (AVX-512, AVX2+FMA, baseline x86-64) with
+ * GCC's target_clones and the best clone is picked once at load time (ifunc). A build with
+ * SLIDEBENCH_NATIVE=1 (-march=native) compiles a single native version instead.
+ *
+ * Determinism: every reduction uses SB_LANES independent accumulators over fixed index positions
+ * (never over addresses), combined in a fixed tree, so the result depends only on the inputs and the
+ * clone in use, not on alignment or on which thread runs it.
+ */
+#ifndef SLIDEBENCH_KERNELS_H
+#define SLIDEBENCH_KERNELS_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__AVX512F__) && \
+    !defined(SB_NO_CLONES)
+#define SB_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define SB_CLONES_NAME "target_clones(x86-64-v4, x86-64-v3, default)"
+#else
+#define SB_CLONES
+#define SB_CLONES_NAME "single (compiler -m flags)"
+#endif
+
+#define SB_LANES 16
+
+static const char* sb_kernels_dispatch(void) { return SB_CLONES_NAME; }
+
+/* sum_i a[i] * b[i] */
+SB_CLONES static float sb_dot(const float* restrict a, const float* restrict b, int n) {
+    float acc[SB_LANES];
+    for (int k = 0; k < SB_LANES; k++) acc[k] = 0.0f;
+    int i = 0;
+    for (; i + SB_LANES <= n; i += SB_LANES)
+        for (int k = 0; k < SB_LANES; k++) acc[k] += a[i + k] * b[i + k];
+    for (int w = SB_LANES / 2; w > 0; w /= 2)
+        for (int k = 0; k < w; k++) acc[k] += acc[k + w];
+    float s = acc[0];
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* sum_k W[idx[k]] * val[k]  (a row against a sparse vector) */
+SB_CLONES static float sb_dot_gather(const float* restrict w, const int* restrict idx,
+                                     const float* restrict val, int n) {
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int k = 0; k < 4; k++) acc[k] += w[idx[i + k]] * val[i + k];
+    float s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
+    for (; i < n; i++) s += w[idx[i]] * val[i];
+    return s;
+}
+
+/* y[i] += a * x[i] */
+SB_CLONES static void sb_axpy(float a, const float* restrict x, float* restrict y, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+/* y[idx[k]] += a * x[k] */
+static inline void sb_axpy_scatter(float a, const float* restrict x, const int* restrict idx,
+                                   float* restrict y, int n) {
+    for (int i = 0; i < n; i++) y[idx[i]] += a * x[i];
+}
+
+/* Adam on one row: g is the gradient; w, m, v updated in place.
+ * m = b1 m + (1-b1) g ; v = b2 v + (1-b2) g^2 ; w -= lr_t * m / (sqrt(v) + eps_t)
+ * with lr_t = lr * sqrt(1-b2^t) / (1-b1^t) and eps_t = eps * sqrt(1-b2^t): algebraically
+ * w -= lr * mhat / (sqrt(vhat) + eps), mhat = m/(1-b1^t), vhat = v/(1-b2^t). */
+SB_CLONES static void sb_adam_row(float* restrict w, float* restrict m, float* restrict v,
+                                  const float* restrict g, int n, float b1, float b2,
+                                  float lr_t, float eps_t) {
+    const float c1 = 1.0f - b1, c2 = 1.0f - b2;
+    for (int i = 0; i < n; i++) {
+        float gi = g[i];
+        float mi = b1 * m[i] + c1 * gi;
+        float vi = b2 * v[i] + c2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        w[i] -= lr_t * mi / (sqrtf(vi) + eps_t);
+    }
+}
+
+/* plain SGD: w -= lr * g */
+SB_CLONES static void sb_sgd_row(float* restrict w, const float* restrict g, int n, float lr) {
+    for (int i = 0; i < n; i++) w[i] -= lr * g[i];
+}
+
+/* STREAM triad a[i] = b[i] + s * c[i] over [lo, hi) */
+SB_CLONES static void sb_triad(float* restrict a, const float* restrict b, const float* restrict c,
+                               float s, long lo, long hi) {
+    for (long i = lo; i < hi; i++) a[i] = b[i] + s * c[i];
+}
+
+/* splitmix64: the per-sample RNG (seeded from (engine seed, global sample index)) */
+static inline uint64_t sb_splitmix(uint64_t* s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* uniform integer in [0, n) (Lemire's multiply-shift; bias < n / 2^32, irrelevant here) */
+static inline int sb_randint(uint64_t* s, int n) {
+    return (int)(((sb_splitmix(s) >> 32) * (uint64_t)n) >> 32);
+}
+
+#endif
