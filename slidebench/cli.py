@@ -166,7 +166,7 @@ def cmd_run(a) -> int:
     res = run_experiment(exp, runs, a.results_dir, resume=a.resume, progress=not a.quiet)
     bad = [r for r in res if r["status"] in ("error", "incomplete", "no log written")]
     for r in bad:
-        print(f"FAILED {r['run_id']}: {r['status']} (log: {r['path']}.partial)", file=sys.stderr)
+        print(f"FAILED {r['run_id']}: {r['status']} (log: {r['log']})", file=sys.stderr)
     return 1 if bad else 0
 
 

@@ -533,7 +533,8 @@ def run_experiment(exp: Experiment, runs: list[RunSpec], results_dir: str | Path
                    resume: bool = False, reuse_runs: bool | None = None, progress: bool = True,
                    data_loader: str | None = None, extra_env: dict | None = None) -> list[dict[str, Any]]:
     """Run every run of ``runs`` (from spec.expand), one child process each. Returns one dict per run:
-    {"run_id", "path", "action" ("ran"|"skipped_finished"|"reused"), "status", "elapsed_s"}.
+    {"run_id", "path" (final log path), "log" (the log actually written: the .partial one when the run
+    errored or was killed), "action" ("ran"|"skipped_finished"|"reused"), "status", "elapsed_s"}.
     ``reuse_runs`` defaults to ``resume``."""
     if reuse_runs is None:
         reuse_runs = resume
@@ -557,8 +558,10 @@ def run_experiment(exp: Experiment, runs: list[RunSpec], results_dir: str | Path
                     log = read_log(final)
                 else:
                     log = read_log(part) if part.exists() else None
-                res = {"action": "ran", "status": log.status if log else "no log written"}
+                res = {"action": "ran", "status": log.status if log else "no log written",
+                       "log": str(log.path) if log else None}
         res.update(run_id=run.run_id, path=str(final), elapsed_s=time.monotonic() - t0)
+        res.setdefault("log", str(final))
         out.append(res)
         if progress:
             done = i + 1
