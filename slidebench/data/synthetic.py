@@ -99,18 +99,18 @@ PRESETS: dict[str, dict[str, SynthSpec]] = {
     "delicious": {
         "paper": _spec(n_features=782585, n_labels=205443, n_train=196606, n_test=100095,
                        nnz_mean=301.0, nnz_sigma=0.6, labels_mean=75.5, labels_sigma=0.6,
-                       label_alpha=0.9, feature_alpha=1.0, n_clusters=4000, cluster_alpha=0.5,
-                       cluster_labels=600, head_slots=120, label_beta=0.5, label_noise=0.15,
+                       label_alpha=0.8, feature_alpha=1.0, n_clusters=4000, cluster_alpha=0.5,
+                       cluster_labels=600, head_slots=50, label_beta=0.6, label_noise=0.1,
                        cluster_features=1500, feature_beta=0.7, feature_signal=0.35),
         "small": _spec(n_features=50000, n_labels=20000, n_train=30000, n_test=6000,
                        nnz_mean=150.0, nnz_sigma=0.6, labels_mean=30.0, labels_sigma=0.6,
-                       label_alpha=0.9, feature_alpha=1.0, n_clusters=600, cluster_alpha=0.5,
-                       cluster_labels=250, head_slots=50, label_beta=0.5, label_noise=0.15,
+                       label_alpha=0.8, feature_alpha=1.0, n_clusters=600, cluster_alpha=0.5,
+                       cluster_labels=250, head_slots=20, label_beta=0.6, label_noise=0.1,
                        cluster_features=800, feature_beta=0.7, feature_signal=0.35),
         "tiny": _spec(n_features=4000, n_labels=1000, n_train=2000, n_test=500,
                       nnz_mean=60.0, nnz_sigma=0.5, labels_mean=15.0, labels_sigma=0.5,
-                      label_alpha=0.9, feature_alpha=1.0, n_clusters=40, cluster_alpha=0.5,
-                      cluster_labels=120, head_slots=25, label_beta=0.5, label_noise=0.15,
+                      label_alpha=0.8, feature_alpha=1.0, n_clusters=40, cluster_alpha=0.5,
+                      cluster_labels=120, head_slots=10, label_beta=0.6, label_noise=0.1,
                       cluster_features=200, feature_beta=0.7, feature_signal=0.35),
     },
     "amazon": {
@@ -182,6 +182,9 @@ class _Model:
             reps = -(-n_tail // s.n_labels)
             walk = np.concatenate([rng.permutation(s.n_labels) for _ in range(reps)])[:n_tail]
             slots[:, h:] = walk.reshape(C, m - h)
+        # popular (head) labels sit at random positions of each topic's list, not in its top slots,
+        # so the topic-specific labels lead and popularity alone does not predict the top label
+        slots = np.take_along_axis(slots, np.argsort(rng.random((C, m)), axis=1), axis=1)
         self.slots = slots
         self.slot_cdf = _zipf_cdf(m, s.label_beta)
         self.cfeat = feat_perm[_draw(self.feat_cdf, rng.random((C, s.cluster_features)))]
