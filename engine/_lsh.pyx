@@ -382,7 +382,8 @@ cdef class LSHIndex:
         return out
 
     def export(self):
-        """Copies of the raw tables: (offsets int32 [L, 2**range_pow + 1], ids int32 [L, n_items])."""
+        """Copies of the raw tables: (offsets int32 [L, 2**range_pow + 1], ids int32 [L, n_items]); table l's
+        bucket b is ids[l, offsets[l, b]:offsets[l, b + 1]], slots past offsets[l, -1] are zero."""
         cdef long nb1 = (1 << self.t.range_pow) + 1, n = self.t.n_items
         off = np.zeros((self.t.L, nb1), dtype=np.int32)
         ids = np.zeros((self.t.L, n), dtype=np.int32)
@@ -394,7 +395,7 @@ cdef class LSHIndex:
         for l in range(self.t.L):
             for b in range(nb1):
                 o[l, b] = self.t.offsets[l * nb1 + b]
-            for b in range(n):
+            for b in range(self.t.offsets[l * nb1 + nb1 - 1]):   # slots past the last bucket are unused
                 d[l, b] = self.t.ids[l * n + b]
         return off, ids
 
