@@ -51,6 +51,8 @@ COMMON_KEYS = {
     "input_path": "'sparse_matmul' or 'gather'",
     "optimizer_impl": "'keras' (Keras 3 optimizers, dense Adam state) or 'rowsparse' (lazy Adam on touched rows)",
     "xla": "compile the training step with XLA (jit_compile=True); needs input_path='gather', optimizer_impl='rowsparse'",
+    "xla_update": "compile only the row-sparse optimiser update with XLA (gradients padded to fixed shapes); for "
+                  "steps whose loss XLA cannot compile (sampled softmax); needs optimizer_impl='rowsparse'",
     "inter_op_threads": "TensorFlow inter-op pool size (None: the run's thread count)",
     "predict_batch": "rows per top-k batch at evaluation",
 }
@@ -114,6 +116,10 @@ def _validate_common(system: str, p: dict[str, Any]) -> None:
         _check(p["input_path"] == "gather" and p["optimizer_impl"] == "rowsparse", system, "xla", p["xla"],
                "XLA needs input_path='gather' and optimizer_impl='rowsparse' (SparseTensorDenseMatMul has no "
                "XLA kernel and the Keras optimiser is not compiled with the step)")
+    _check(isinstance(p["xla_update"], bool), system, "xla_update", p["xla_update"], "must be true or false")
+    if p["xla_update"]:
+        _check(p["optimizer_impl"] == "rowsparse", system, "xla_update", p["xla_update"],
+               "needs optimizer_impl='rowsparse' (the Keras optimiser is not compiled)")
     t = p["inter_op_threads"]
     _check(t is None or (_is_int(t) and t >= 1), system, "inter_op_threads", t, "must be null/None or an int >= 1")
     _check(_is_int(p["predict_batch"]) and p["predict_batch"] >= 1, system, "predict_batch", p["predict_batch"],
@@ -267,6 +273,7 @@ class TFTrainerBase:
     def __init__(self) -> None:
         self.p: dict[str, Any] | None = None
         self.traces = 0
+        self.update_traces = 0
         self._shapes_seen: set[tuple] = set()
 
     # ---------------------------------------------------------------- contract
@@ -291,6 +298,9 @@ class TFTrainerBase:
         tf.random.set_seed(derive_seed(seed, "tf_ops") % (2 ** 31 - 1))
         self.gather = p["input_path"] == "gather"
         self.xla = bool(p["xla"])
+        self.xla_update = bool(p["xla_update"]) and not self.xla      # with xla the whole step is compiled
+        self.pad_x = self.xla or self.xla_update                        # fixed nnz / distinct-feature shapes
+        self.spare_out = self.OUT_ROWS and self.xla_update              # spare output row: padding target
         # fixed capacities (XLA compiles per concrete shape: pad every batch to one shape)
         row_nnz = np.diff(data.X_train.indptr)
         row_lab = np.diff(data.Y_train.indptr)
@@ -308,6 +318,9 @@ class TFTrainerBase:
                     w = np.concatenate([w, np.zeros((1, w.shape[1]), np.float32)])
                 if i == len(init) - 1 and self.OUT_ROWS:
                     w = np.ascontiguousarray(w.T)
+                    if self.spare_out:
+                        w = np.concatenate([w, np.zeros((1, w.shape[1]), np.float32)])
+                        b = np.concatenate([b, np.zeros(1, np.float32)])
                 self.Ws.append(tf.Variable(w, name=f"W{i}"))
                 self.bs.append(tf.Variable(b, name=f"b{i}"))
             del init
@@ -377,8 +390,9 @@ class TFTrainerBase:
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
             "tf_device": self.dev,
             "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.p.items()},
-            "n_parameters": int(sum(int(np.prod(v.shape)) for v in self.variables)) - (self.Ws[0].shape[1] if self.gather else 0),
-            "capacities": {"nnz": self.nnz_cap, "uniq": self.uniq_cap, "labels": self.lab_cap} if self.xla else None,
+            "n_parameters": sum(int(np.prod(v.shape)) for v in self.get_params().values()),
+            "xla_update": self.xla_update, "update_traces": self.update_traces,
+            "capacities": {"nnz": self.nnz_cap, "uniq": self.uniq_cap, "labels": self.lab_cap} if self.pad_x else None,
             "init_time_s": self.init_time_s,
             "steps": self.steps_done,
         })
@@ -393,13 +407,13 @@ class TFTrainerBase:
         out = {}
         last = len(self.Ws) - 1
         for i, (W, b) in enumerate(zip(self.Ws, self.bs)):
-            w = W.numpy()
+            w, bb = W.numpy(), b.numpy()
             if i == 0 and self.gather:
                 w = w[:self.n_features]
             if i == last and self.OUT_ROWS:
-                w = w.T
+                w, bb = w[:self.n_labels].T, bb[:self.n_labels]
             out[f"W{i}"] = np.ascontiguousarray(w, dtype=np.float32)
-            out[f"b{i}"] = b.numpy().astype(np.float32, copy=True)
+            out[f"b{i}"] = bb.astype(np.float32, copy=True)
         return out
 
     def set_params(self, d: dict[str, np.ndarray]) -> None:
@@ -417,13 +431,16 @@ class TFTrainerBase:
                 raise ValueError(f"{self.system}: set_params {k!r} has shape {tuple(np.shape(d[k]))}, expected {tuple(shape)}")
         last = len(self.Ws) - 1
         for i, (W, b) in enumerate(zip(self.Ws, self.bs)):
-            w = np.asarray(d[f"W{i}"], np.float32)
+            w, bb = np.asarray(d[f"W{i}"], np.float32), np.asarray(d[f"b{i}"], np.float32)
             if i == 0 and self.gather:
                 w = np.concatenate([w, np.zeros((1, w.shape[1]), np.float32)])
             if i == last and self.OUT_ROWS:
                 w = w.T
+                if self.spare_out:
+                    w = np.concatenate([w, np.zeros((1, w.shape[1]), np.float32)])
+                    bb = np.concatenate([bb, np.zeros(1, np.float32)])
             W.assign(np.ascontiguousarray(w))
-            b.assign(np.asarray(d[f"b{i}"], np.float32))
+            b.assign(bb)
 
     # ---------------------------------------------------------------- batch encoding (inside the clock)
 
@@ -442,12 +459,13 @@ class TFTrainerBase:
         uniq, pos = np.unique(cols, return_inverse=True)
         uniq = uniq.astype(np.int32)
         pos = pos.astype(np.int32)
-        if self.xla:   # pad to fixed shapes; padding nonzeros have value 0 and point at the all-zero spare row
+        if self.pad_x:  # pad to fixed shapes; padding nonzeros have value 0 and point at the all-zero spare row
             nnz, u = len(cols), len(uniq)
             pos = np.concatenate([pos, np.full(self.nnz_cap - nnz, u, np.int32)])
             uniq = np.concatenate([uniq, np.full(self.uniq_cap - u, self.n_features, np.int32)])
             vals = np.concatenate([vals, np.zeros(self.nnz_cap - nnz, np.float32)])
             rows = np.concatenate([rows, np.zeros(self.nnz_cap - nnz, np.int32)])
+        if self.xla:    # the short last batch is padded with empty rows (no features, no labels)
             b = self.batch_size
         return (uniq, pos, vals, rows, np.int64(b))
 
@@ -484,6 +502,8 @@ class TFTrainerBase:
     def _full_logits(self, h):
         tf = self.tf
         W, b = self.Ws[-1], self.bs[-1]
+        if self.spare_out:
+            W, b = W[:self.n_labels], b[:self.n_labels]
         return (tf.matmul(h, W, transpose_b=True) if self.OUT_ROWS else tf.matmul(h, W)) + b
 
     def _build_optimizer(self) -> None:
@@ -505,10 +525,38 @@ class TFTrainerBase:
 
     def _apply(self, grads) -> None:
         """One optimiser step on self.variables (traced inside the step function)."""
-        tf, p = self.tf, self.p
+        tf = self.tf
         if self.opt is not None:
             self.opt.apply_gradients(zip(grads, self.variables))
             return
+        prepared = []
+        for var, g in zip(self.variables, grads):
+            if isinstance(g, tf.IndexedSlices):
+                idx, gv = g.indices, g.values
+                if not self._unique_indices(var):      # sum the rows of repeated ids (scatter needs distinct ids)
+                    idx, inv = tf.unique(idx)
+                    gv = tf.math.unsorted_segment_sum(gv, inv, tf.shape(idx)[0])
+                if self.xla_update and var is not self.Ws[0]:
+                    # pad to a fixed row count; the padding points at the spare (never used) last row and carries
+                    # a zero gradient, so its moments stay 0 and its update is exactly 0
+                    pad = self._sparse_cap(var) - tf.shape(idx)[0]
+                    idx = tf.concat([idx, tf.fill([pad], tf.cast(tf.shape(var)[0] - 1, idx.dtype))], axis=0)
+                    gv = tf.pad(gv, tf.stack([tf.stack([0, pad])] + [[0, 0]] * (len(var.shape) - 1)))
+                g = tf.IndexedSlices(gv, idx)
+            prepared.append(g)
+        if self.xla_update:
+            self._apply_compiled(prepared)
+        else:
+            self._update(prepared)
+
+    def _sparse_cap(self, var) -> int:
+        """Fixed row count of the padded row-sparse gradient of var (xla_update): subclasses with row-sparse
+        output gradients define it; the gather path's input matrix uses uniq_cap (padded at encoding)."""
+        raise NotImplementedError(f"{self.system}: no fixed row capacity for {var.name}")
+
+    def _update(self, grads) -> None:
+        """Row-sparse Adam / SGD given gradients whose IndexedSlices have distinct ids (except the zero padding)."""
+        tf, p = self.tf, self.p
         lr = tf.constant(p["lr"], tf.float32)
         if p["optimizer"] == "sgd":
             for var, g in zip(self.variables, grads):
@@ -524,9 +572,6 @@ class TFTrainerBase:
         for var, m, v, g in zip(self.variables, self.ms, self.vs, grads):
             if isinstance(g, tf.IndexedSlices):
                 idx, gv = g.indices, g.values
-                if not self._unique_indices(var):
-                    idx, inv = tf.unique(idx)
-                    gv = tf.math.unsorted_segment_sum(gv, inv, tf.shape(idx)[0])
                 m_rows = b1 * tf.gather(m, idx) + (1.0 - b1) * gv
                 v_rows = b2 * tf.gather(v, idx) + (1.0 - b2) * gv * gv
                 m.scatter_update(tf.IndexedSlices(m_rows, idx))
@@ -558,6 +603,11 @@ class TFTrainerBase:
             return loss
 
         self._step = tf.function(step, input_signature=sig, jit_compile=self.xla)
+        if self.xla_update:
+            def apply_compiled(grads):
+                self.update_traces += 1
+                self._update(grads)
+            self._apply_compiled = tf.function(apply_compiled, jit_compile=True)
         self.predict_traces = 0
         self._predict_calls = 0
 

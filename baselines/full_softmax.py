@@ -24,7 +24,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "paper": {
         "device": "cpu", "hidden": [128], "optimizer": "adam", "lr": 1e-3, "beta1": 0.9, "beta2": 0.999,
         "eps": 1e-8, "init": "release", "init_std": 0.01,
-        "input_path": "sparse_matmul", "optimizer_impl": "keras", "xla": False,
+        "input_path": "sparse_matmul", "optimizer_impl": "keras", "xla": False, "xla_update": False,
         "inter_op_threads": None, "predict_batch": 4096,
     },
     # The strongest honest configuration found (docs/baselines.md): gather-based input layer with a
@@ -33,7 +33,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "tuned": {
         "device": "cpu", "hidden": [128], "optimizer": "adam", "lr": 1e-3, "beta1": 0.9, "beta2": 0.999,
         "eps": 1e-8, "init": "release", "init_std": 0.01,
-        "input_path": "gather", "optimizer_impl": "rowsparse", "xla": True,
+        "input_path": "gather", "optimizer_impl": "rowsparse", "xla": True, "xla_update": False,
         "inter_op_threads": 1, "predict_batch": 4096,
     },
 }

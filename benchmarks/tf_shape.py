@@ -1,0 +1,147 @@
+"""Steps per second of the TensorFlow baselines on the suite's comparison shape.
+
+Shape: 200,000 features, ~75 nonzeros per sample, hidden 128, 50,000 labels, batch 128 (random
+sparse data: speed does not depend on what is learned). Each (system, config, threads) runs in its
+own subprocess because TensorFlow's thread pools are fixed per process. In each child: setup, a
+warm-up (tracing/XLA compilation), then ``--chunks`` timed calls of ``train_steps(--chunk)``; the
+median chunk gives steps/s. The parent prints a table and the ratio tuned/paper per system and
+thread count.
+
+This is a script, not an asv benchmark (asv imports every module under benchmarks/; nothing here is
+named time_*/peakmem_*/track_*, and importing it does nothing):
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/tf_shape.py [--threads 1 2] [--quick]
+    .venv/bin/python benchmarks/tf_shape.py --variant tuned:xla=false    # a configuration with overrides
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+SHAPE = {"n_features": 200_000, "nnz": 75, "hidden": 128, "n_labels": 50_000, "batch_size": 128,
+         "labels_per_sample": 5}
+
+
+def make_dataset(n_rows: int, seed: int = 0):
+    import numpy as np
+    import scipy.sparse as sp
+    from slidebench.contract import Dataset
+
+    rng = np.random.default_rng(seed)
+
+    def csr(n, dim, per, values):
+        counts = np.clip(rng.poisson(per, n), 1, None).astype(np.int64)
+        indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        idx = np.concatenate([np.sort(rng.choice(dim, c, replace=False)) for c in counts]).astype(np.int32)
+        data = (rng.random(len(idx)).astype(np.float32) if values else np.ones(len(idx), np.float32))
+        return sp.csr_matrix((data, idx, indptr), shape=(n, dim))
+
+    X = csr(n_rows, SHAPE["n_features"], SHAPE["nnz"], True)
+    Y = csr(n_rows, SHAPE["n_labels"], SHAPE["labels_per_sample"], False)
+    return Dataset("tf_shape", X, Y, X[:256], Y[:256])
+
+
+def parse_overrides(text: str) -> dict:
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, _, val = item.partition("=")
+        v: object
+        low = val.strip().lower()
+        if low in ("true", "false"):
+            v = low == "true"
+        elif low in ("none", "null"):
+            v = None
+        else:
+            try:
+                v = json.loads(val)
+            except json.JSONDecodeError:
+                v = val
+        out[key.strip()] = v
+    return out
+
+
+def child(system: str, variant: str, threads: int, chunk: int, chunks: int, warmup: int) -> dict:
+    from slidebench.trainers import get_trainer
+
+    config, _, over = variant.partition(":")
+    ds = make_dataset(SHAPE["batch_size"] * 64)
+    params = {"config": config, "batch_size": SHAPE["batch_size"], "hidden": [SHAPE["hidden"]], **parse_overrides(over)}
+    tr = get_trainer(system)()
+    t0 = time.perf_counter()
+    tr.setup(ds, params, seed=0, n_threads=threads)
+    setup_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tr.train_steps(warmup)
+    warm_s = time.perf_counter() - t0
+    rates = []
+    for _ in range(chunks):
+        t0 = time.perf_counter()
+        tr.train_steps(chunk)
+        rates.append(chunk / (time.perf_counter() - t0))
+    d = tr.describe()
+    return {"system": system, "variant": variant, "threads": threads, "steps_per_s": statistics.median(rates),
+            "rates": rates, "setup_s": setup_s, "warmup_s": warm_s, "traces": d["traces"], "xla": d["xla"],
+            "intra": d["intra_op_threads"], "inter": d["inter_op_threads"]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--systems", nargs="+", default=["tf_full_softmax", "tf_sampled_softmax"])
+    ap.add_argument("--variant", nargs="+", default=["paper", "tuned"],
+                    help="config[:key=value,...] (first one is the reference of the ratio)")
+    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--chunk", type=int, default=5, help="steps per timed chunk")
+    ap.add_argument("--chunks", type=int, default=5, help="timed chunks (median reported)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="3 chunks of 3 steps")
+    ap.add_argument("--json", help="write all results to this file")
+    ap.add_argument("--child", nargs=3, metavar=("SYSTEM", "VARIANT", "THREADS"), help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.chunk, a.chunks = 3, 3
+    if a.child:
+        res = child(a.child[0], a.child[1], int(a.child[2]), a.chunk, a.chunks, a.warmup)
+        print("RESULT " + json.dumps(res), flush=True)
+        return 0
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    results = []
+    for system in a.systems:
+        for threads in a.threads:
+            for variant in a.variant:
+                print(f"[tf_shape] {system} {variant} threads={threads} ...", file=sys.stderr, flush=True)
+                cmd = [sys.executable, os.path.abspath(__file__), "--child", system, variant, str(threads),
+                       "--chunk", str(a.chunk), "--chunks", str(a.chunks), "--warmup", str(a.warmup)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+                if proc.returncode != 0 or not line:
+                    print(f"[tf_shape] FAILED {system} {variant} threads={threads}:\n{proc.stderr[-3000:]}", file=sys.stderr)
+                    results.append({"system": system, "variant": variant, "threads": threads, "error": proc.stderr[-500:]})
+                    continue
+                r = json.loads(line[-1][7:])
+                print(f"[tf_shape]   {r['steps_per_s']:.2f} steps/s (chunks {', '.join(f'{x:.2f}' for x in r['rates'])}; "
+                      f"setup {r['setup_s']:.1f}s, warm-up {r['warmup_s']:.1f}s, traces {r['traces']})", file=sys.stderr, flush=True)
+                results.append(r)
+    print(f"shape: {SHAPE}; median of {a.chunks} chunks x {a.chunk} steps after {a.warmup} warm-up steps")
+    print(f"{'system':20s} {'variant':32s} {'thr':>3s} {'steps/s':>8s} {'ms/step':>8s} {'ratio':>6s}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['system']:20s} {r['variant']:32s} {r['threads']:3d} {'FAILED':>8s}")
+            continue
+        ref = next((q for q in results if q["system"] == r["system"] and q["threads"] == r["threads"]
+                    and q["variant"] == a.variant[0] and "error" not in q), None)
+        ratio = f"{r['steps_per_s'] / ref['steps_per_s']:.2f}" if ref else "-"
+        print(f"{r['system']:20s} {r['variant']:32s} {r['threads']:3d} {r['steps_per_s']:8.2f} "
+              f"{1000 / r['steps_per_s']:8.1f} {ratio:>6s}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 1 if any("error" in r for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
