@@ -1,0 +1,266 @@
+"""Tests of the TensorFlow baselines (slidebench.baselines): tiny shapes, TensorFlow tests marked `tf`.
+
+* one optimiser step of tf_full_softmax (SGD and Adam, both configs) == one step of the engine's
+  `full` sampler on the same initial weights and batch (the two sides compute the same model);
+* each baseline and configuration learns a tiny planted task;
+* no retracing (and, under XLA, one input shape) after the first steps, a short last batch included;
+* DeviceUnavailable for device="gpu" without a GPU; clear ValueErrors for bad parameters;
+* importing the baseline modules does not import TensorFlow.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from slidebench.contract import Dataset
+
+SYSTEMS = ["tf_full_softmax", "tf_sampled_softmax"]
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
+def _csr(rows, cols, vals, shape) -> sp.csr_matrix:
+    M = sp.csr_matrix((np.asarray(vals, np.float32), (np.asarray(rows), np.asarray(cols))), shape=shape)
+    M.sum_duplicates()
+    M.sort_indices()
+    M.indices = M.indices.astype(np.int32)
+    M.indptr = M.indptr.astype(np.int32)
+    return M
+
+
+def planted(n_train=1200, n_test=400, n_features=300, n_labels=40, seed=0, empty_every=0) -> Dataset:
+    """Each label owns 5 prototype features; a sample has 1-3 labels, 3 features of each label's prototype
+    and 6 noise features. Rows i with i % empty_every == empty_every - 1 get no labels (when empty_every)."""
+    rng = np.random.default_rng(seed)
+    proto = [rng.choice(n_features, 5, replace=False) for _ in range(n_labels)]
+
+    def make(n):
+        r, c, v, yr, yc = [], [], [], [], []
+        for i in range(n):
+            labs = rng.choice(n_labels, int(rng.integers(1, 4)), replace=False)
+            feats = set(rng.choice(n_features, 6, replace=False).tolist())
+            for lab in labs:
+                feats.update(rng.choice(proto[lab], 3, replace=False).tolist())
+            feats = sorted(feats)
+            r += [i] * len(feats)
+            c += feats
+            v += (0.5 + rng.random(len(feats))).tolist()
+            if not (empty_every and i % empty_every == empty_every - 1):
+                yr += [i] * len(labs)
+                yc += labs.tolist()
+        return _csr(r, c, v, (n, n_features)), _csr(yr, yc, np.ones(len(yr)), (n, n_labels))
+
+    Xtr, Ytr = make(n_train)
+    Xte, Yte = make(n_test)
+    ds = Dataset("planted", Xtr, Ytr, Xte, Yte)
+    ds.validate()
+    return ds
+
+
+def p_at_1(top: np.ndarray, Y: sp.csr_matrix) -> float:
+    return float(np.mean(np.asarray(Y[np.arange(len(top)), top[:, 0]]).ravel() > 0))
+
+
+def make_trainer(system, ds, params, seed=0):
+    from slidebench.trainers import get_trainer
+    tr = get_trainer(system)()
+    tr.setup(ds, params, seed=seed, n_threads=1)
+    return tr
+
+
+# ----------------------------------------------------------------------------------------- no TF needed
+
+
+def test_modules_do_not_import_tensorflow():
+    code = ("import sys, slidebench.baselines, slidebench.baselines.full_softmax, slidebench.baselines.sampled_softmax\n"
+            "from slidebench.baselines import FULL_CONFIGS, SAMPLED_CONFIGS, DeviceUnavailable\n"
+            "assert set(FULL_CONFIGS) == {'paper', 'tuned'} and set(SAMPLED_CONFIGS) == {'paper', 'tuned'}\n"
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+@pytest.mark.parametrize("params, match", [
+    ({"batch_size": 8, "no_such_key": 1}, "no_such_key"),
+    ({"batch_size": 8, "config": "fastest"}, "unknown config 'fastest'"),
+    ({"batch_size": 0}, "batch_size"),
+    ({}, "batch_size"),
+    ({"batch_size": 8, "optimizer": "adagrad"}, "optimizer"),
+    ({"batch_size": 8, "hidden": []}, "hidden"),
+    ({"batch_size": 8, "lr": -1.0}, "lr"),
+    ({"batch_size": 8, "device": "tpu"}, "device"),
+    ({"batch_size": 8, "config": "paper", "xla": True}, "xla"),
+    ({"batch_size": 8, "config": "paper", "xla_update": True}, "xla_update"),
+])
+def test_bad_params_are_value_errors(system, params, match):
+    from slidebench.trainers import get_trainer
+    with pytest.raises(ValueError, match=match):
+        get_trainer(system)().setup(planted(n_train=20, n_test=5), params, seed=0, n_threads=1)
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"num_sampled": 0}, "num_sampled"), ({"num_sampled": 1.5}, "num_sampled"),
+    ({"multilabel": "all"}, "multilabel"), ({"sampler": "unigram"}, "sampler"),
+    ({"num_true": 0}, "num_true"), ({"config": "tuned", "xla": True}, "XLA"),
+])
+def test_bad_sampled_params(params, match):
+    from slidebench.trainers import get_trainer
+    with pytest.raises(ValueError, match=match):
+        get_trainer("tf_sampled_softmax")().setup(planted(n_train=20, n_test=5), {"batch_size": 8, **params},
+                                                  seed=0, n_threads=1)
+
+
+def test_configs_are_explicit_and_complete():
+    from slidebench.baselines.common import COMMON_KEYS
+    from slidebench.baselines.full_softmax import CONFIGS as FC
+    from slidebench.baselines.sampled_softmax import CONFIGS as SC, EXTRA_KEYS
+    for name in ("paper", "tuned"):
+        assert set(FC[name]) == set(COMMON_KEYS)
+        assert set(SC[name]) == set(COMMON_KEYS) | set(EXTRA_KEYS)
+    assert FC["paper"]["optimizer_impl"] == "keras" and FC["paper"]["input_path"] == "sparse_matmul"
+    assert not FC["paper"]["xla"] and FC["tuned"]["xla"]
+
+
+# ----------------------------------------------------------------------------------------- TF
+
+
+@pytest.mark.tf
+def test_device_gpu_without_gpu_raises_device_unavailable():
+    import tensorflow as tf
+    from slidebench.baselines import DeviceUnavailable
+    if tf.config.list_physical_devices("GPU"):
+        pytest.fail("this test expects a machine without a visible GPU (tensorflow-cpu); a GPU is visible")
+    from slidebench.trainers import get_trainer
+    for system in SYSTEMS:
+        with pytest.raises(DeviceUnavailable, match="no GPU"):
+            get_trainer(system)().setup(planted(n_train=20, n_test=5), {"batch_size": 8, "device": "gpu"},
+                                        seed=0, n_threads=1)
+
+
+def _engine_network(n_features, n_labels, optimizer, lr, eps):
+    try:
+        from slidebench.engine import Network
+    except ImportError as e:   # the engine is another part; without it this test cannot pass
+        pytest.fail(f"the engine is needed for the equivalence test and does not import: {e}")
+    return Network.from_params(n_features, n_labels, {"hidden": [16], "sampler": "full", "optimizer": optimizer,
+                                                      "lr": lr, "beta1": 0.9, "beta2": 0.999, "eps": eps},
+                               seed=0, n_threads=1)
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("config, optimizer, n_steps", [
+    ("paper", "sgd", 3), ("tuned", "sgd", 3), ("paper", "adam", 1), ("tuned", "adam", 1), ("tuned", "adam", 3)])
+def test_one_step_matches_engine_full_mode(config, optimizer, n_steps):
+    """Same initial weights, same batches: the weights after the step(s) agree to float32 tolerance.
+
+    Adam over several steps is only comparable for row-sparse (lazy) Adam, which the engine also uses;
+    Keras' Adam (paper) keeps moving rows whose gradient is zero, so it is compared after one step.
+    Keras' epsilon is the 'epsilon hat' of the Adam paper (added to sqrt(v) before bias correction):
+    at step 1 its update equals the textbook one with eps_textbook = eps_keras / sqrt(1 - beta2).
+    """
+    ds = planted(n_train=96, n_test=8, n_features=120, n_labels=30, empty_every=7)
+    lr, eps = (0.05, 1e-8) if optimizer == "sgd" else (1e-3, 1e-8)
+    eng_eps = eps / np.sqrt(1 - 0.999) if (config == "paper" and optimizer == "adam") else eps
+    net = _engine_network(ds.n_features, ds.n_labels, optimizer, lr, eng_eps)
+    tr = make_trainer("tf_full_softmax", ds, {"config": config, "batch_size": 32, "hidden": [16],
+                                               "optimizer": optimizer, "lr": lr, "eps": eps})
+    w0 = net.get_params()
+    tr.set_params(w0)
+    np.testing.assert_array_equal(tr.get_params()["W1"], w0["W1"])
+    stream = ds.batches(32, 0, shuffle=True)      # the trainer's own stream: same seed, same order
+    saw_empty = False
+    for _ in range(n_steps):
+        b = stream.next_batch()
+        saw_empty |= bool((np.diff(b.Y.indptr) == 0).any())
+        loss_e = net.train_batch(b.X, b.Y)
+        loss_t = tr.train_steps(1).loss
+        assert loss_t == pytest.approx(loss_e, rel=1e-4)
+    assert saw_empty, "the batches should include a sample without labels"
+    pe, pt = net.get_params(), tr.get_params()
+    for key in w0:
+        delta_e, delta_t = pe[key] - w0[key], pt[key] - w0[key]
+        scale = float(np.abs(delta_e).max())
+        assert scale > (lr * 0.1 if optimizer == "adam" else 1e-6), f"{key} did not move"
+        np.testing.assert_allclose(delta_t, delta_e, atol=2e-3 * scale, rtol=0, err_msg=key)
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("system", SYSTEMS)
+@pytest.mark.parametrize("config", ["paper", "tuned"])
+def test_learns_planted_task(system, config):
+    ds = planted()
+    tr = make_trainer(system, ds, {"config": config, "batch_size": 64, "hidden": [32], "lr": 1e-2,
+                                   **({"num_sampled": 0.25, "sampler": "uniform"} if system == "tf_sampled_softmax" else {})})
+    before = p_at_1(tr.predict_topk(ds.X_test, 5), ds.Y_test)
+    st = None
+    for _ in range(6):
+        st = tr.train_steps(19)            # 6 x 19 steps = 6 epochs (1200 / 64 -> 19 batches a pass)
+    top = tr.predict_topk(ds.X_test, 5)
+    assert top.dtype == np.int32 and top.shape == (ds.X_test.shape[0], 5)
+    assert np.isfinite(st.loss) and st.epoch == pytest.approx(6.0)
+    after = p_at_1(top, ds.Y_test)
+    chance = float(np.diff(ds.Y_test.indptr).mean() / ds.n_labels)      # ~0.05
+    assert before < 0.25
+    assert after > 0.7 and after > 5 * chance, (before, after)
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("system", SYSTEMS)
+@pytest.mark.parametrize("config", ["paper", "tuned"])
+def test_no_retracing_short_last_batch(system, config):
+    ds = planted(n_train=100, n_test=50, empty_every=9)          # batch 32: 32, 32, 32, 4 (short) per epoch
+    tr = make_trainer(system, ds, {"config": config, "batch_size": 32, "hidden": [8]})
+    tr.train_steps(2)
+    d = tr.describe()
+    traces = d["traces"]
+    assert traces == 1
+    tr.train_steps(9)                                            # crosses two epoch ends (two short batches)
+    tr.predict_topk(ds.X_test, 3)
+    tr.predict_topk(ds.X_test[:7], 3)
+    d = tr.describe()
+    assert d["traces"] == traces and d["predict_traces"] == 1
+    if d["xla"]:
+        assert d["xla_input_shapes"] == 1                        # one XLA compilation (padded shapes)
+    if d["xla_update"]:
+        assert d["update_traces"] == 1
+
+
+@pytest.mark.tf
+def test_describe_params_roundtrip_and_errors():
+    ds = planted(n_train=64, n_test=16)
+    tr = make_trainer("tf_sampled_softmax", ds, {"config": "tuned", "batch_size": 16, "hidden": [8, 6]})
+    d = tr.describe()
+    for key in ("system", "config", "n_threads", "device", "tf_version", "xla", "traces", "intra_op_threads",
+                "inter_op_threads", "params"):
+        assert key in d, key
+    assert d["system"] == "tf_sampled_softmax" and d["config"] == "tuned" and d["n_threads"] == 1
+    assert d["intra_op_threads"] == 1
+    p = tr.get_params()
+    assert [p[k].shape for k in ("W0", "W1", "W2")] == [(ds.n_features, 8), (8, 6), (6, ds.n_labels)]
+    q = {k: v + 1.0 for k, v in p.items()}
+    tr.set_params(q)
+    for k, v in tr.get_params().items():
+        np.testing.assert_array_equal(v, q[k])
+    with pytest.raises(ValueError, match="W1"):
+        tr.set_params({**q, "W1": np.zeros((3, 3), np.float32)})
+    with pytest.raises(ValueError, match="missing"):
+        tr.set_params({k: v for k, v in q.items() if k != "b0"})
+    with pytest.raises(ValueError, match="k must be"):
+        tr.predict_topk(ds.X_test, ds.n_labels + 1)
+    with pytest.raises(ValueError, match="columns"):
+        tr.predict_topk(ds.X_test[:, :10], 1)
+
+
+@pytest.mark.tf
+def test_other_thread_settings_in_same_process_is_a_clear_error():
+    ds = planted(n_train=20, n_test=5)
+    make_trainer("tf_full_softmax", ds, {"batch_size": 8, "hidden": [4]})        # 1 thread in this process
+    from slidebench.trainers import get_trainer
+    with pytest.raises(RuntimeError, match="already initialised"):
+        get_trainer("tf_full_softmax")().setup(ds, {"batch_size": 8, "hidden": [4]}, seed=0, n_threads=2)
