@@ -27,6 +27,8 @@ from libc.string cimport memset, memcpy
 from libc.math cimport expf, logf, sqrtf, isnan
 from libc.stdint cimport uint64_t
 
+import time
+
 import numpy as np
 
 from lsh_kernels cimport *
@@ -209,8 +211,11 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
                     return nc
                 if is_out and wk.n_cand != NULL:
                     wk.n_cand[s] = nc
+                m = n
                 for i in range(nc):      # compact in place, skipping labels already present
-                    j = ids_s[n + i]
+                    j = ids_s[m + i]
+                    if j < 0 or j >= n_out:   # a corrupt table must not become a wild read
+                        return -3
                     if not marks[j]:
                         marks[j] = 1
                         ids_s[n] = j
@@ -676,6 +681,7 @@ cdef class Core:
         lossv = np.zeros(b, np.float32); keep.append(lossv); wk.loss = &lossv[0]
         ncand = np.full(b, -1, np.int32); wk.n_cand = &ncand[0]
         # ---- phase 1: per-sample forward/backward
+        t_a = time.perf_counter()
         with nogil, parallel(num_threads=nt):
             tid = threadid()
             for s in prange(b, schedule="dynamic", chunksize=1):
@@ -683,6 +689,7 @@ cdef class Core:
                     wk.err = -1
         if wk.err != 0:
             raise RuntimeError("LSH query failed during training")
+        t_b = time.perf_counter()
         loss_sum = 0.0
         for s in range(b):
             loss_sum += lossv[s]
@@ -751,6 +758,8 @@ cdef class Core:
             if l == 0:
                 self._update_bias0(&wk, &u, b, nt, keep)
         self.samples_seen += b
+        stats["time_forward_backward_s"] = t_b - t_a
+        stats["time_update_s"] = time.perf_counter() - t_b
         n_act = np.asarray(<int[:b]> wk.nact[L - 1])
         if keep_active:      # debug hook: each sample's output active set (ids), for tests
             if wk.full[L - 1]:
@@ -844,7 +853,6 @@ cdef class Core:
 def triad_bandwidth(long n=1 << 24, int n_threads=1, int repeats=5) -> float:
     """STREAM-style triad a = b + s*c on float32 arrays of n elements; best of `repeats`, bytes/s
     counted as 3 * 4 * n (two reads, one write; write-allocate traffic not counted, as STREAM)."""
-    import time
     cdef float[::1] a = np.zeros(n, np.float32)
     cdef float[::1] bb = np.ones(n, np.float32)
     cdef float[::1] c = np.full(n, 2.0, np.float32)

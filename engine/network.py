@@ -385,6 +385,8 @@ class Network:
         c["step_time_s"] += time.perf_counter() - t0
         c["steps"] += 1
         c["samples"] += b
+        c["time_forward_backward_s"] = c.get("time_forward_backward_s", 0.0) + st["time_forward_backward_s"]
+        c["time_update_s"] = c.get("time_update_s", 0.0) + st["time_update_s"]
         c["active_out_sum"] += st["mean_active_out"] * b
         c["touched_frac_sum"] += st["touched_rows_out"] / self.cfg.n_labels
         if not math.isnan(st["mean_lsh_candidates"]):
@@ -544,6 +546,8 @@ class Network:
             "frac_out_active": c["active_out_sum"] / s / self.cfg.n_labels,
             "mean_lsh_candidates": (c["lsh_cand_sum"] / c["lsh_cand_batches"]) if c["lsh_cand_batches"] else float("nan"),
             "refresh_time_s": c["refresh_time_s"], "step_time_s": c["step_time_s"],
+            "time_forward_backward_s": c.get("time_forward_backward_s", 0.0),
+            "time_update_s": c.get("time_update_s", 0.0),
             "table_bytes": self.table_bytes(),
         }
 

@@ -1,0 +1,98 @@
+"""The SLIDE engine as a Trainer (system name ``slide``).
+
+Params: the runner's keys (``batch_size``, ``shuffle``, ``config``) plus the engine's flat keys
+(see slidebench.engine.network / docs/engine.md). ``config`` names a starting point:
+
+* ``default``: the engine's defaults (DWTA K=6 L=50, range_pow 18, bucket 128, 0.5% active, Adam 1e-3);
+* ``paper``: the 2019 release's settings (the same tables and schedule, Adam lr 1e-4).
+
+Explicit params override the named configuration; unknown keys raise ValueError (from the engine).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..contract import BatchStream, Dataset, StepStats, derive_seed
+
+RUNNER_KEYS = ("batch_size", "shuffle", "config")
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "paper": {"hidden": [128], "optimizer": "adam", "lr": 1e-4, "sampler": "vanilla", "hash": "dwta", "K": 6,
+              "L": 50, "range_pow": 18, "bucket_size": 128, "insertion": "fifo", "active": 0.005,
+              "rehash": "fixed", "rehash_every": 6400, "rebuild_every": 128000, "init_std": 0.01},
+}
+
+
+class SlideTrainer:
+    """Trainer contract on top of slidebench.engine.Network."""
+
+    system: ClassVar[str] = "slide"
+    CONFIGS: ClassVar[dict[str, dict[str, Any]]] = CONFIGS
+
+    def __init__(self) -> None:
+        self.net = None
+        self.stream: BatchStream | None = None
+
+    def setup(self, data: Dataset, params: dict[str, Any], *, seed: int, n_threads: int) -> None:
+        from ..engine import Network
+
+        if not isinstance(params, dict):
+            raise ValueError(f"slide: params must be a dict, got {type(params).__name__}")
+        if "batch_size" not in params:
+            raise ValueError("slide: params must contain 'batch_size' (the runner puts it there)")
+        name = params.get("config", "default")
+        if name not in CONFIGS:
+            raise ValueError(f"slide: unknown config {name!r}; known configs: {', '.join(sorted(CONFIGS))}")
+        shuffle = params.get("shuffle", True)
+        if not isinstance(shuffle, bool):
+            raise ValueError(f"slide: 'shuffle' must be true or false, got {shuffle!r}")
+        engine_params = dict(CONFIGS[name])
+        engine_params.update({k: v for k, v in params.items() if k not in ("shuffle", "config")})
+        self.params = dict(params)
+        self.config = name
+        self.batch_size = int(params["batch_size"])
+        self.n_threads = int(n_threads)
+        self.predict_mode = engine_params.get("predict_mode", "exact")
+        data.validate()
+        self.net = Network.from_params(data.n_features, data.n_labels, engine_params,
+                                       seed=derive_seed(seed, "slide"), n_threads=self.n_threads)
+        self.stream = data.batches(self.batch_size, seed, shuffle=shuffle)
+
+    def train_steps(self, n_steps: int) -> StepStats:
+        if self.net is None or self.stream is None:
+            raise RuntimeError("slide: setup() must be called before train_steps()")
+        if n_steps < 1:
+            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+        loss_sum, n_samples, done = 0.0, 0, 0
+        for _ in range(n_steps):
+            batch = self.stream.next_batch()
+            b = batch.X.shape[0]
+            loss = self.net.train_batch(batch.X, batch.Y)
+            loss_sum += loss * b
+            n_samples += b
+            done += 1
+            if math.isnan(loss):     # diverged: stop early, the runner sees the NaN
+                break
+        return StepStats(n_steps=done, n_samples=n_samples, loss=loss_sum / max(n_samples, 1),
+                         epoch=self.stream.epoch_progress, counters=self.net.counters())
+
+    def predict_topk(self, X_csr: sp.csr_matrix, k: int) -> np.ndarray:
+        if self.net is None:
+            raise RuntimeError("slide: setup() must be called before predict_topk()")
+        return self.net.predict_topk(X_csr, k, mode=self.predict_mode)
+
+    def describe(self) -> dict[str, Any]:
+        from ..engine import build_info
+
+        d: dict[str, Any] = {"system": self.system, "config": getattr(self, "config", "default"),
+                             "n_threads": getattr(self, "n_threads", None), "device": "cpu",
+                             "build": build_info(), "predict_mode": getattr(self, "predict_mode", "exact")}
+        if self.net is not None:
+            d["engine"] = self.net.describe()
+            d["counters"] = self.net.counters()
+        return d
