@@ -529,6 +529,19 @@ def launch(run: RunSpec, results_dir: str | Path, *, timeout: float | None = Non
         raise
 
 
+def wall_limit(run: RunSpec) -> float | None:
+    """Wall-clock seconds after which a run's child is killed, so one hung run cannot block a whole
+    reproduce: 3x the train budget plus 10 minutes for setup, evaluations and the final full-test
+    evaluation. SLIDEBENCH_RUN_TIMEOUT (seconds, 0 = none) overrides it; runs bounded only by
+    epochs or steps have no limit unless that variable is set."""
+    env = os.environ.get("SLIDEBENCH_RUN_TIMEOUT", "").strip()
+    if env:
+        v = float(env)
+        return v if v > 0 else None
+    ts = run.budget.get("train_seconds")
+    return 3.0 * float(ts) + 600.0 if ts else None
+
+
 def run_experiment(exp: Experiment, runs: list[RunSpec], results_dir: str | Path = "results", *,
                    resume: bool = False, reuse_runs: bool | None = None, progress: bool = True,
                    data_loader: str | None = None, extra_env: dict | None = None) -> list[dict[str, Any]]:
@@ -552,7 +565,14 @@ def run_experiment(exp: Experiment, runs: list[RunSpec], results_dir: str | Path
                 reuse(src, run, results_dir)
                 res = {"action": "reused", "status": read_log(final).status, "reused_from": str(src)}
             else:
-                launch(run, results_dir, progress=progress, data_loader=data_loader, extra_env=extra_env)
+                limit = wall_limit(run)
+                try:
+                    launch(run, results_dir, timeout=limit, progress=progress, data_loader=data_loader,
+                           extra_env=extra_env)
+                except subprocess.TimeoutExpired:
+                    print(f"[slidebench] {run.run_id}: killed after {limit:.0f} s of wall clock "
+                          "(SLIDEBENCH_RUN_TIMEOUT overrides); its partial log is kept and summarized "
+                          "as incomplete", flush=True)
                 part = partial_path(final)
                 if final.exists() and (not part.exists() or final.stat().st_mtime >= part.stat().st_mtime):
                     log = read_log(final)

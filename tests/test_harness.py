@@ -316,6 +316,24 @@ def test_sigkill_leaves_readable_prefix_marked_incomplete(tmp_path):
     assert df["ttt"].empty                                       # incomplete runs do not count
 
 
+def test_hung_run_is_killed_at_wall_limit_and_marked_incomplete(tmp_path, monkeypatch):
+    res = tmp_path / "results"
+    # 60 s train budget but a 3 s wall limit: the watchdog must kill the child, keep its partial log
+    run = make_run(budget={"train_seconds": 60.0}, ev={"every_seconds": 0.1, "subset_size": 50},
+                   params={"step_time": 0.02, "fake_clock": False})
+    monkeypatch.setenv("SLIDEBENCH_RUN_TIMEOUT", "3")
+    assert runner.wall_limit(run) == 3.0
+    t0 = time.monotonic()
+    out = runner.run_experiment(None, [run], res, progress=False, data_loader="fakes:load_fake",
+                                extra_env=CHILD_ENV)
+    assert time.monotonic() - t0 < 30
+    assert out[0]["action"] == "ran" and out[0]["status"] == "incomplete"
+    assert not run.log_path(res).exists()
+    assert summarize_experiment("t", res)["runs"]["status"].iloc[0] == "incomplete"
+    monkeypatch.delenv("SLIDEBENCH_RUN_TIMEOUT")
+    assert runner.wall_limit(run) == 3 * 60.0 + 600.0
+
+
 def test_child_process_run_records_threads_and_finishes(tmp_path):
     res = tmp_path / "results"
     run = make_run(budget={"steps": 5}, ev={"every_steps": 5, "subset_size": 50},
