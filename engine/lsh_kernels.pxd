@@ -23,8 +23,10 @@ Definitions (docs/lsh.md has the long form):
   seeded probe sequence over all K*L bins (32 hashed probes, then a cyclic scan); an all-zero vector
   gets code 0 everywhere.
 - doph: densified one-permutation MinHash of the set S = {j : x[j] > 0}; windows of
-  max(dim // (K*L), min(dim, 8)) coordinates of chained permutations; code = first position in the
-  window whose coordinate is in S; empty windows densified as in dwta; ceil(log2(window)) bits.
+  max(dim // (K*L), min(dim, 8)) coordinates of chained permutations; code = global slot
+  bin*window + (first position in the window whose coordinate is in S), i.e. the MinHash value in
+  the concatenated permuted order; empty windows copy the code of a probed bin as in dwta (so two
+  vectors' borrowed codes agree only when borrowed from the same bin); ceil(log2(K*L*window)) bits.
 - key of table l: the K codes concatenated (code k at bit k*code_bits) when K*code_bits <= range_pow,
   else a 64-bit mix of the K codes folded to its top range_pow bits.
 """
@@ -169,8 +171,8 @@ cdef inline void _sb_geometry(int family, int dim, int n_bins, int* window, int*
         w = dim if dim < SB_WTA_MAX_WINDOW else SB_WTA_MAX_WINDOW
         if dim // n_bins > w:
             w = dim // n_bins
-        cb = 0
-        while (1 << cb) < w:
+        cb = 0          # codes are global slots bin*w + position (one-permutation MinHash values)
+        while (<long long>1 << cb) < <long long>n_bins * w:
             cb += 1
     if family != SB_SIMHASH:
         wpp = dim // w
@@ -198,8 +200,8 @@ cdef inline long long lsh_estimate_bytes(int family, int dim, int K, int L, int 
     else:
         total += (<long long>np_ * dim + nbins * w) * 4
     total += L * (nb + 1) * 4 + <long long>L * n_items * 4          # offsets + ids
-    total += <long long>L * n_items * 4                               # codes during a build
-    total += <long long>n_threads * (n_items + nb) * 4                 # insert scratch
+    total += <long long>L * n_items * 4 * 2                           # codes + transposed codes
+    total += <long long>n_threads * nb * 4                             # insert cursors
     return total
 
 
@@ -379,7 +381,7 @@ cdef inline void lsh_hash_dense(const LSHTables* t, const float* x, int* keys) n
     cdef float tmp[SB_MAX_BINS]
     cdef int codes[SB_MAX_BINS]
     cdef unsigned char empty[SB_MAX_BINS]
-    cdef int j, b, p, w = t.window, nb = t.n_bins, bp, nz
+    cdef int j, b, p, w = t.window, nb = t.n_bins, bp, nz, gt
     cdef float v, best
     cdef const int* base
     if t.family == SB_SIMHASH:
@@ -403,7 +405,7 @@ cdef inline void lsh_hash_dense(const LSHTables* t, const float* x, int* keys) n
                 codes[b] = 0
                 empty[b] = 1
             else:
-                codes[b] = bp
+                codes[b] = b * w + bp
                 empty[b] = 0
         _sb_densify(t, codes, empty)
     else:   # wta / dwta
@@ -412,13 +414,12 @@ cdef inline void lsh_hash_dense(const LSHTables* t, const float* x, int* keys) n
             best = x[base[0]]
             bp = 0
             nz = best != 0
-            for p in range(1, w):
+            for p in range(1, w):       # branch-free: the comparisons are data-dependent coin flips
                 v = x[base[p]]
-                if v != 0:
-                    nz = 1
-                if v > best:
-                    best = v
-                    bp = p
+                nz = nz | (v != 0)
+                gt = v > best
+                bp = p if gt else bp
+                best = v if gt else best
             codes[b] = bp
             empty[b] = 0 if nz else 1
         if t.family == SB_DWTA:
@@ -464,6 +465,7 @@ cdef inline void lsh_hash_sparse(const LSHTables* t, const int* idx, const float
                 codes[b] = 0
                 empty[b] = 1
             else:
+                codes[b] = b * w + codes[b]
                 empty[b] = 0
         _sb_densify(t, codes, empty)
     else:   # wta / dwta: acc = best value, codes = its position, mask = positions holding a nonzero
@@ -550,22 +552,19 @@ cdef inline int lsh_hash_rows(const LSHTables* t, const float* W, long n, long r
 
 # ------------------------------------------------------------------------------------- tables
 
-cdef inline int _sb_fill_table(LSHTables* t, const int* codes, int n, int l, int* col, int* cur,
+cdef inline int _sb_fill_table(LSHTables* t, const int* col, int n, int l, int* cur,
                                unsigned long long rseed) noexcept nogil:
-    """Counting-sort table l's ids into its buckets. `cur` is zero on entry and left zero."""
-    cdef int L = t.L, bs = t.bucket_size, nb = 1 << t.range_pow
+    """Counting-sort table l's ids (keys col[0:n], validated) into its buckets. `cur` is zero on
+    entry and left zero."""
+    cdef int bs = t.bucket_size, nb = 1 << t.range_pow
     cdef int* off = t.offsets + <long>l * (nb + 1)
     cdef int* ids = t.ids + <long>l * n
-    cdef int i, b, c, k, kb
+    cdef int i, b, k, kb
     cdef unsigned int r
     cdef unsigned long long ls
     memset(off, 0, <size_t>(nb + 1) * 4)
     for i in range(n):
-        c = codes[<long>i * L + l]
-        if c < 0 or c >= nb:
-            return SB_LSH_EINVAL
-        col[i] = c
-        off[c + 1] += 1
+        off[col[i] + 1] += 1
     for b in range(nb):       # kept ids per bucket -> offsets
         k = off[b + 1]
         if k > bs:
@@ -607,17 +606,16 @@ cdef inline int lsh_insert_all(LSHTables* t, const int* codes, int n, int n_thre
     cdef long nb = (<long>1) << t.range_pow
     cdef long need = <long>t.L * n
     cdef int* scratch
-    cdef int* col = NULL
+    cdef int* codes_t
     cdef int* cur = NULL
-    cdef int l, rc, err = 0
+    cdef int l, rc, err = 0, L = t.L, c
     cdef int* perr = &err
+    cdef long blk, nblk, i, i0, i1
     cdef unsigned long long rseed
     if t.n_bins == 0 or n < 0:
         return SB_LSH_EINVAL
     if n_threads < 1:
         n_threads = 1
-    if n_threads > t.L:
-        n_threads = t.L
     t.n_items = 0
     if t.offsets == NULL:
         t.offsets = <int*>malloc(<size_t>t.L * (nb + 1) * 4)
@@ -629,19 +627,40 @@ cdef inline int lsh_insert_all(LSHTables* t, const int* codes, int n, int n_thre
         t.ids_cap = need if t.ids != NULL else 0
         if t.ids == NULL:
             return SB_LSH_ENOMEM
-    scratch = <int*>calloc(<size_t>n_threads * (n + nb), 4)
-    if scratch == NULL:
+    # transposed keys [L, n] (validated on the way), then one counting sort per table, each with a
+    # zeroed per-thread cursor array of 2**range_pow ints
+    codes_t = <int*>malloc(<size_t>(need if need > 0 else 1) * 4)
+    scratch = <int*>calloc(<size_t>n_threads * nb, 4)
+    if scratch == NULL or codes_t == NULL:
+        free(scratch); free(codes_t)
         return SB_LSH_ENOMEM
     t.n_builds += 1
     rseed = _sb_mix64(_sb_subseed(t.seed, 5) + t.n_builds)
+    nblk = (n + 255) // 256
     with parallel(num_threads=n_threads):
-        col = scratch + <long>threadid() * (n + nb)
-        cur = col + n
-        for l in prange(t.L, schedule='dynamic', chunksize=1):
-            rc = _sb_fill_table(t, codes, n, l, col, cur, rseed)
+        for blk in prange(nblk, schedule='static'):
+            i0 = blk * 256
+            i1 = i0 + 256
+            if i1 > n:
+                i1 = n
+            for i in range(i0, i1):
+                for l in range(L):
+                    c = codes[i * L + l]
+                    if c < 0 or c >= nb:
+                        perr[0] = SB_LSH_EINVAL
+                        c = 0
+                    codes_t[l * n + i] = c
+    if err != 0:
+        free(scratch); free(codes_t)
+        return err
+    with parallel(num_threads=n_threads if n_threads < L else L):
+        cur = scratch + <long>threadid() * nb
+        for l in prange(L, schedule='dynamic', chunksize=1):
+            rc = _sb_fill_table(t, codes_t + <long>l * n, n, l, cur, rseed)
             if rc != 0:
                 perr[0] = rc
     free(scratch)
+    free(codes_t)
     if err != 0:
         return err
     t.n_items = n

@@ -46,16 +46,19 @@ def test_simhash_bit_agreement_tracks_angle(cos):
     assert abs(got - theory) < 0.06, (got, theory)
 
 
-@pytest.mark.parametrize("overlap", [500, 300, 100])
-def test_doph_collision_tracks_jaccard(overlap):
+@pytest.mark.parametrize("size, overlap", [(600, 500), (600, 300), (600, 100), (50, 40), (50, 20)])
+def test_doph_collision_tracks_jaccard(size, overlap):
+    # size 50 of 3000: most windows are empty for both sets, densification carries the estimate
     rng = np.random.default_rng(2)
     dim = 3000
     perm = rng.permutation(dim)
-    a = perm[:600]
-    b = np.concatenate([perm[:overlap], perm[600:600 + 600 - overlap]])
+    a = perm[:size]
+    b = np.concatenate([perm[:overlap], perm[size:2 * size - overlap]])
     x = np.zeros(dim); x[a] = rng.random(a.size) + 0.1
     y = np.zeros(dim); y[b] = rng.random(b.size) + 0.1
-    jac = overlap / (1200 - overlap)
+    y[rng.random(dim) < 0.3] = -1.0         # negative entries are outside the set
+    y[a[:overlap]] = np.abs(y[a[:overlap]]) + 0.1
+    jac = overlap / (2 * size - overlap)
     idx = LSHIndex("doph", dim, 1, 255, 16, 8)
     assert idx.packed and idx.code_bits >= 1
     got = _agreement("doph", x, y, range_pow=16)
