@@ -99,6 +99,8 @@ def main(argv=None) -> int:
     ap.add_argument("--chunks", type=int, default=5, help="timed chunks (median reported)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="3 chunks of 3 steps")
+    ap.add_argument("--env", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="environment for the children, e.g. TF_ENABLE_ONEDNN_OPTS=0")
     ap.add_argument("--json", help="write all results to this file")
     ap.add_argument("--child", nargs=3, metavar=("SYSTEM", "VARIANT", "THREADS"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -109,6 +111,12 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps(res), flush=True)
         return 0
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env = dict(os.environ)
+    for item in a.env:
+        key, sep, val = item.partition("=")
+        if not sep or not key:
+            ap.error(f"--env expects KEY=VALUE, got {item!r}")
+        env[key] = val
     results = []
     for system in a.systems:
         for threads in a.threads:
@@ -116,7 +124,7 @@ def main(argv=None) -> int:
                 print(f"[tf_shape] {system} {variant} threads={threads} ...", file=sys.stderr, flush=True)
                 cmd = [sys.executable, os.path.abspath(__file__), "--child", system, variant, str(threads),
                        "--chunk", str(a.chunk), "--chunks", str(a.chunks), "--warmup", str(a.warmup)]
-                proc = subprocess.run(cmd, capture_output=True, text=True)
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
                 if proc.returncode != 0 or not line:
                     print(f"[tf_shape] FAILED {system} {variant} threads={threads}:\n{proc.stderr[-3000:]}", file=sys.stderr)
@@ -126,7 +134,8 @@ def main(argv=None) -> int:
                 print(f"[tf_shape]   {r['steps_per_s']:.2f} steps/s (chunks {', '.join(f'{x:.2f}' for x in r['rates'])}; "
                       f"setup {r['setup_s']:.1f}s, warm-up {r['warmup_s']:.1f}s, traces {r['traces']})", file=sys.stderr, flush=True)
                 results.append(r)
-    print(f"shape: {SHAPE}; median of {a.chunks} chunks x {a.chunk} steps after {a.warmup} warm-up steps")
+    print(f"shape: {SHAPE}; median of {a.chunks} chunks x {a.chunk} steps after {a.warmup} warm-up steps"
+          + (f"; env {' '.join(a.env)}" if a.env else ""))
     print(f"{'system':20s} {'variant':32s} {'thr':>3s} {'steps/s':>8s} {'ms/step':>8s} {'ratio':>6s}")
     for r in results:
         if "error" in r:
