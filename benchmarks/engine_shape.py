@@ -39,9 +39,16 @@ def make_data(n_rows: int, seed: int = 0):
     pop = 1.0 / np.arange(1, F + 1) ** 0.6
     pop /= pop.sum()
     perm = rng.permutation(F)
+    cdf = np.cumsum(pop)
     ind = np.empty((n_rows, nnz), np.int32)
+    draws = np.minimum(np.searchsorted(cdf, rng.random((n_rows, 4 * nnz))), F - 1)
     for i in range(n_rows):
-        ind[i] = np.sort(perm[rng.choice(F, nnz, replace=False, p=pop)])
+        u, first = np.unique(draws[i], return_index=True)      # distinct features, in draw order
+        pick = u[np.argsort(first)][:nnz]
+        if len(pick) < nnz:                                    # (practically never) top up uniformly
+            extra = np.setdiff1d(rng.choice(F, 4 * nnz, replace=False), pick)[:nnz - len(pick)]
+            pick = np.concatenate([pick, extra])
+        ind[i] = np.sort(perm[pick])
     X = sp.csr_matrix((rng.uniform(0.1, 1.0, n_rows * nnz).astype(np.float32), ind.ravel(),
                        np.arange(0, n_rows * nnz + 1, nnz, dtype=np.int32)), shape=(n_rows, F))
     lab = np.sort(rng.integers(0, C, (n_rows, ly)).astype(np.int32), axis=1)

@@ -43,6 +43,8 @@ cdef extern from "kernels.h":
                      float lr_t, float eps_t) noexcept nogil
     void sb_sgd_row(float* w, const float* g, int n, float lr) noexcept nogil
     void sb_triad(float* a, const float* b, const float* c, float s, long lo, long hi) noexcept nogil
+    void sb_prefetch_row(const float* p, int n) noexcept nogil
+    void sb_prefetch_row_w(const float* p, int n) noexcept nogil
     uint64_t sb_splitmix(uint64_t* s) noexcept nogil
     int sb_randint(uint64_t* s, int n) noexcept nogil
 
@@ -54,6 +56,7 @@ cdef enum:
     OPT_ADAM = 0
     OPT_SGD = 1
     MAX_TABLES = 255
+    PF_AHEAD = 4              # rows prefetched ahead in gathers of weight rows
 
 SAMPLERS = {"full": SAMP_FULL, "lsh": SAMP_LSH, "random": SAMP_RANDOM}
 FAMILIES = {"simhash": SB_SIMHASH, "wta": SB_WTA, "dwta": SB_DWTA, "doph": SB_DOPH}
@@ -250,6 +253,8 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
             if ids_s == NULL:
                 memcpy(out, bb, n_out * sizeof(float))
                 for q in range(nx):
+                    if q + PF_AHEAD < nx:
+                        sb_prefetch_row(W + <long>xi[q + PF_AHEAD] * n_out, n_out)
                     sb_axpy(xv[q], W + <long>xi[q] * n_out, out, n_out)
             else:
                 for i in range(n):
@@ -267,6 +272,8 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
                         out[j] = bb[j] + sb_dot(W + <long>j * n_in, pin, n_in)
                 else:
                     for i in range(n):
+                        if i + PF_AHEAD < n:
+                            sb_prefetch_row(W + <long>ids_s[i + PF_AHEAD] * n_in, n_in)
                         j = ids_s[i]
                         out[i] = bb[j] + sb_dot(W + <long>j * n_in, pin, n_in)
             else:
@@ -403,7 +410,14 @@ cdef void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept nogil:
     cdef float gb = 0.0, dv
     cdef float* a
     cdef int* pids
+    cdef long pf
     memset(g, 0, rl * sizeof(float))
+    if not u.dense_rows and t + 2 < u.n_rows:      # the row after next: weights and moments
+        pf = <long>u.touched[t + 2] * rl
+        sb_prefetch_row_w(net.W[l] + pf, rl)
+        if u.opt == OPT_ADAM:
+            sb_prefetch_row_w(u.mW + pf, rl)
+            sb_prefetch_row_w(u.vW + pf, rl)
     if l == 0:
         # feature-major row f: g += x[s, f] * dlt0[s]; biases are updated separately
         j = u.touched[t]
@@ -444,17 +458,18 @@ cdef void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept nogil:
 
 
 cdef int bucket_rows(int b, const int* ids, const long* off, const int* cnt_s, int* cnt, int* rstart,
-                     int* touched, int* ent_s, int* ent_pos) noexcept nogil:
-    """Counting sort of (sample, position) entries by row id; returns the number of touched rows.
-    Row j's entries are ent_*[rstart[j]:cnt[j]] in ascending sample order (cnt ends as the end)."""
+                     int* touched, int* ent_s, int* ent_pos, int n_total) noexcept nogil:
+    """Counting sort of (sample, position) entries by row id; returns the number of touched rows,
+    listed in ascending row order in `touched` (memory order: the update pass streams through the
+    weight arrays). Row j's entries are ent_*[rstart[j]:cnt[j]] in ascending sample order."""
     cdef int s, p, j, nt = 0, acc = 0, t
     for s in range(b):
         for p in range(cnt_s[s]):
-            j = ids[off[s] + p]
-            if cnt[j] == 0:
-                touched[nt] = j
-                nt += 1
-            cnt[j] += 1
+            cnt[ids[off[s] + p]] += 1
+    for j in range(n_total):
+        if cnt[j] != 0:
+            touched[nt] = j
+            nt += 1
     for t in range(nt):
         j = touched[t]
         rstart[j] = acc
@@ -729,7 +744,7 @@ cdef class Core:
                 es = np.empty(max(n_ent, 1), np.int32); ep = np.empty(max(n_ent, 1), np.int32)
                 i5 = es; i6 = ep
                 with nogil:
-                    n_rows = bucket_rows(b, wk.xind, &offs[0], &i4[0], &i1[0], &i2[0], &i3[0], &i5[0], &i6[0])
+                    n_rows = bucket_rows(b, wk.xind, &offs[0], &i4[0], &i1[0], &i2[0], &i3[0], &i5[0], &i6[0], net.sizes[0])
             elif wk.full[l]:
                 u.dense_rows = 1
                 n_rows = n_out
@@ -741,8 +756,10 @@ cdef class Core:
                 es = np.empty(max(n_ent, 1), np.int32); ep = np.empty(max(n_ent, 1), np.int32)
                 i5 = es; i6 = ep
                 with nogil:
-                    n_rows = bucket_rows(b, wk.ids[l], &offs[0], &i4[0], &i1[0], &i2[0], &i3[0], &i5[0], &i6[0])
+                    n_rows = bucket_rows(b, wk.ids[l], &offs[0], &i4[0], &i1[0], &i2[0], &i3[0], &i5[0], &i6[0], n_out)
             u.touched = &i3[0]; u.rstart = &i2[0]; u.rend = &i1[0]
+            u.n_rows = n_rows
+            t_l = time.perf_counter()
             u.ent_s = &i5[0] if not u.dense_rows else NULL
             u.ent_pos = &i6[0] if not u.dense_rows else NULL
             with nogil, parallel(num_threads=nt):
@@ -753,6 +770,8 @@ cdef class Core:
                 with nogil:
                     for t in range(n_rows):
                         i1[i3[t]] = 0
+            stats[f"time_update_layer{l}_s"] = time.perf_counter() - t_l
+            stats[f"touched_rows_layer{l}"] = n_rows
             if l == L - 1:
                 stats["touched_rows_out"] = n_rows
             if l == 0:
@@ -793,7 +812,7 @@ cdef class Core:
         n_ent = max(int(np.asarray(ns).sum()), 1)
         es = np.empty(n_ent, np.int32); ep = np.empty(n_ent, np.int32)
         with nogil:
-            n_rows = bucket_rows(b, wk.ids[0], &offs[0], &ns[0], &cnt[0], &rs[0], &tch[0], &es[0], &ep[0])
+            n_rows = bucket_rows(b, wk.ids[0], &offs[0], &ns[0], &cnt[0], &rs[0], &tch[0], &es[0], &ep[0], h)
             for t in range(n_rows):
                 j = tch[t]
                 g = 0.0

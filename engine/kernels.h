@@ -35,9 +35,14 @@ SB_CLONES static float sb_dot(const float* restrict a, const float* restrict b, 
     int i = 0;
     for (; i + SB_LANES <= n; i += SB_LANES)
         for (int k = 0; k < SB_LANES; k++) acc[k] += a[i + k] * b[i + k];
-    for (int w = SB_LANES / 2; w > 0; w /= 2)
-        for (int k = 0; k < w; k++) acc[k] += acc[k + w];
-    float s = acc[0];
+    /* fixed tree: lanes k and k+8, then k and k+4, k+2, k+1 */
+#define SB_FOLD(w) acc[0] += acc[0 + w]; acc[1] += acc[1 + w]; acc[2] += acc[2 + w]; acc[3] += acc[3 + w]; \
+                   acc[4] += acc[4 + w]; acc[5] += acc[5 + w]; acc[6] += acc[6 + w]; acc[7] += acc[7 + w];
+    SB_FOLD(8)
+    acc[0] += acc[4]; acc[1] += acc[5]; acc[2] += acc[6]; acc[3] += acc[7];
+    acc[0] += acc[2]; acc[1] += acc[3];
+    float s = acc[0] + acc[1];
+#undef SB_FOLD
     for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
@@ -52,6 +57,16 @@ SB_CLONES static float sb_dot_gather(const float* restrict w, const int* restric
     float s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
     for (; i < n; i++) s += w[idx[i]] * val[i];
     return s;
+}
+
+/* hint the cache to fetch n floats from p (a weight row about to be used) */
+static inline void sb_prefetch_row(const float* p, int n) {
+    for (int i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
+}
+
+/* same, for a row about to be written */
+static inline void sb_prefetch_row_w(const float* p, int n) {
+    for (int i = 0; i < n; i += 16) __builtin_prefetch(p + i, 1, 3);
 }
 
 /* y[i] += a * x[i] */
