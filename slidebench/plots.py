@@ -79,11 +79,42 @@ def load_summary(results_dir: str | Path, name: str) -> Summary:
     s.runs = _read_csv(sdir / f"{name}_runs.csv")
     s.ttt = _read_csv(sdir / f"{name}_ttt.csv")
     s.micro = _read_csv(sdir / f"{name}.csv")
+    if name == "protocol":
+        _add_fair_counterpart(s, Path(results_dir))
     if s.curves is not None and s.runs is not None and "device" in s.runs.columns \
             and "device" not in s.curves.columns and "run_id" in s.curves.columns:
         dev = s.runs.drop_duplicates("run_id").set_index("run_id")["device"]
         s.curves = s.curves.assign(device=s.curves["run_id"].map(dev))
     return s
+
+
+# protocol.toml holds one protocol per file (the schema's [experiment] protocol); its runs use the
+# same labels and configurations as fig5, so the fair side of the comparison is fig5's matching runs.
+PROTOCOL_FAIR_SOURCE = "fig5"
+
+
+def _add_fair_counterpart(s: Summary, results_dir: Path) -> None:
+    """Append the matching runs of the other protocol from PROTOCOL_FAIR_SOURCE (same label, dataset,
+    seed, threads, batch size) when the protocol experiment itself has only one protocol."""
+    if s.runs is None or len(s.runs) == 0 or "protocol" not in s.runs.columns:
+        return
+    if s.runs["protocol"].nunique() > 1:
+        return
+    src = load_summary(results_dir, PROTOCOL_FAIR_SOURCE)
+    if src.runs is None or src.curves is None or len(src.runs) == 0:
+        return
+    keys = [c for c in ("label", "dataset", "seed", "n_threads", "batch_size") if c in s.runs.columns
+            and c in src.runs.columns]
+    want = set(map(tuple, _strframe(s.runs[keys]).itertuples(index=False, name=None)))
+    have = _strframe(src.runs[keys]).apply(tuple, axis=1)
+    other = src.runs[have.isin(want) & (src.runs["protocol"] != s.runs["protocol"].iloc[0])]
+    if len(other) == 0:
+        return
+    other = other.assign(experiment=s.name, source_experiment=PROTOCOL_FAIR_SOURCE)
+    cur = src.curves[src.curves["run_id"].isin(set(other["run_id"]))].assign(
+        experiment=s.name, source_experiment=PROTOCOL_FAIR_SOURCE)
+    s.runs = pd.concat([s.runs, other], ignore_index=True)
+    s.curves = pd.concat([s.curves, cur], ignore_index=True) if s.curves is not None else cur
 
 
 def available_experiments(results_dir: str | Path) -> list[str]:

@@ -298,3 +298,38 @@ def test_hard_threshold_prob_matches_direct_binomial():
             assert plots.hard_threshold_prob(p, L, m) == pytest.approx(direct, abs=1e-12)
     with pytest.raises(ValueError):
         plots.hard_threshold_prob(0.5, 10, 11)
+
+
+def test_protocol_takes_its_fair_side_from_fig5(tmp_path):
+    """protocol.toml runs one protocol ("paper"); the fair side is fig5's runs with the same labels."""
+    res = tmp_path / "r"
+    _write(res, "fig5", *_curves_runs("fig5", [SLIDE, TF, TF_PAPER], datasets=("amazon", "delicious")))
+    _write(res, "protocol", *_curves_runs("protocol", [SLIDE, TF], seeds=(0,), protocols=("paper",)))
+    s = plots.load_summary(res, "protocol")
+    assert set(s.runs["protocol"]) == {"fair", "paper"}
+    fair = s.runs[s.runs["protocol"] == "fair"]
+    # only the matching runs: same labels, dataset and seed; not TF-full-paper, not delicious, not seed 1
+    assert set(fair["label"]) == {"SLIDE", "TF-full"} and set(fair["dataset"]) == {"amazon"}
+    assert set(fair["seed"]) == {0} and (fair["source_experiment"] == "fig5").all()
+    assert set(s.curves["run_id"]) == set(s.runs["run_id"])
+    plots.make_figures(res, ["protocol"], progress=False)
+    assert "protocol: fair,paper" in (res / "figures" / "protocol.caption.txt").read_text()
+    text = report.render_report(res, ["protocol"])
+    sec = text.split("## Protocol")[1]
+    assert "| fair |" in sec and "| paper |" in sec
+
+
+def test_speedup_lower_bound_when_the_baseline_never_reaches_the_target(tmp_path):
+    res = tmp_path / "r"
+    slow = dict(TF, tau=1e6)                      # flat curve: never reaches P@1 0.3
+    c, r = _curves_runs("fig7", [SLIDE, slow], seeds=(0, 1, 2))
+    _write(res, "fig7", c, r)
+    tab = report.group_table(r)
+    sp = report.speedups(tab)
+    row = sp.iloc[0]
+    assert np.isnan(row["ttt_ratio"])
+    slide_ttt = tab.set_index("label").loc["SLIDE", "ttt_olympic_s"]
+    assert row["ttt_lower_bound"] == pytest.approx(30.0 / slide_ttt)
+    assert row["ttt_ratio_txt"].startswith("> ")
+    text = report.render_report(res, ["fig7"])
+    assert "not reached (0/3)" in text and "more than" in text and "TF-full did not reach it" in text
