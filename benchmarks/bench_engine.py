@@ -1,0 +1,169 @@
+"""asv benchmarks of the SLIDE engine (slidebench.engine): speed, memory and accuracy per commit.
+
+Shapes are moderate (20,000 features, 10,000 labels, hidden 128, batch 128) so that
+``asv run --python=same --quick`` (``make asv``) finishes in a few minutes on 2 cores.
+
+* ``time_*``: one training step, hashing a batch of hidden activations, a full table rebuild of the
+  output layer, predict_topk on 1,000 rows; parameters: thread count (1, 2) and hash family.
+* ``peakmem_*``: a few training steps from scratch (network, tables, optimiser state).
+* ``track_*``: P@1 after a fixed number of steps on a tiny planted task at one thread (deterministic),
+  so an accuracy regression shows up in asv like a speed regression.
+
+Wall clock (``timeit.default_timer``) and OMP_WAIT_POLICY=PASSIVE (set before the engine is
+imported: idle OpenMP threads must not spin while asv measures).
+"""
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import timeit  # noqa: E402
+
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+
+N_FEATURES = 20_000
+N_LABELS = 10_000
+HIDDEN = 128
+BATCH = 128
+NNZ = 60
+THREADS = [1, 2]
+FAMILIES = ["dwta", "simhash"]
+
+
+def planted(n_rows, n_features=N_FEATURES, n_labels=N_LABELS, nnz=NNZ, n_topics=200, seed=0):
+    """A learnable multi-label set: each row belongs to a topic; 70% of its features come from the
+    topic's feature block; its labels are the topic's head label plus 0-2 more from the topic's block."""
+    rng = np.random.default_rng(seed)
+    topic = rng.integers(0, n_topics, n_rows)
+    fb = n_features // n_topics
+    lb = n_labels // n_topics
+    cols = np.where(rng.random((n_rows, nnz)) < 0.7,
+                    topic[:, None] * fb + rng.integers(0, fb, (n_rows, nnz)),
+                    rng.integers(0, n_features, (n_rows, nnz)))
+    X = sp.csr_matrix((np.ones(n_rows * nnz, np.float32), cols.ravel(),
+                       np.arange(0, n_rows * nnz + 1, nnz)), shape=(n_rows, n_features))
+    X.sum_duplicates()
+    X.sort_indices()
+    nl = rng.integers(0, 3, n_rows)
+    # the topic's head label always, plus 0-2 more from its block: P@1 near 1 once topics are learnt
+    lab = [np.unique(np.concatenate([[t * lb], t * lb + rng.integers(0, lb, k)])) for t, k in zip(topic, nl)]
+    indptr = np.concatenate([[0], np.cumsum([len(v) for v in lab])])
+    Y = sp.csr_matrix((np.ones(indptr[-1], np.float32), np.concatenate(lab), indptr), shape=(n_rows, n_labels))
+    for M in (X, Y):
+        M.indices = M.indices.astype(np.int32)
+        M.indptr = M.indptr.astype(np.int32)
+        M.data = M.data.astype(np.float32)
+    return X, Y
+
+
+def _params(family="dwta", **kw):
+    p = {"hidden": [HIDDEN], "sampler": "vanilla", "hash": family, "K": 6, "L": 50, "lr": 1e-3}
+    p.update(kw)
+    return p
+
+
+class TrainStep:
+    """One optimiser step of a 20k-10k network (batch 128, LSH vanilla sampler)."""
+
+    params = (THREADS, FAMILIES)
+    param_names = ["threads", "hash"]
+    timer = timeit.default_timer
+    warmup_time = 0.5
+
+    def setup(self, threads, family):
+        from slidebench.engine import Network
+        self.X, self.Y = planted(BATCH * 16, seed=1)
+        self.net = Network.from_params(N_FEATURES, N_LABELS, _params(family), seed=0, n_threads=threads)
+        self.i = 0
+        for _ in range(4):
+            self._step()
+
+    def _step(self):
+        lo = (self.i % 16) * BATCH
+        self.i += 1
+        return self.net.train_batch(self.X[lo:lo + BATCH], self.Y[lo:lo + BATCH])
+
+    def time_train_step(self, threads, family):
+        self._step()
+
+
+class Hashing:
+    """Hashing: a batch of hidden activations (per-sample keys), and a rebuild of all output tables."""
+
+    params = (THREADS, FAMILIES)
+    param_names = ["threads", "hash"]
+    timer = timeit.default_timer
+
+    def setup(self, threads, family):
+        from slidebench.engine import LSHIndex
+        rng = np.random.default_rng(0)
+        self.H = np.maximum(rng.standard_normal((BATCH, HIDDEN)), 0).astype(np.float32)
+        self.W = rng.standard_normal((N_LABELS, HIDDEN)).astype(np.float32)
+        self.idx = LSHIndex(family, HIDDEN, 6, 50, 18, 128, seed=1)
+        self.idx.build(self.W, n_threads=threads)
+        self.threads = threads
+
+    def time_hash_batch(self, threads, family):
+        self.idx.hash_rows(self.H, n_threads=threads)
+
+    def time_table_rebuild(self, threads, family):
+        self.idx.build(self.W, n_threads=threads)
+
+
+class Predict:
+    """predict_topk (exact: full output layer) of 1,000 rows."""
+
+    params = (THREADS,)
+    param_names = ["threads"]
+    timer = timeit.default_timer
+
+    def setup(self, threads):
+        from slidebench.engine import Network
+        self.X, _ = planted(1000, seed=2)
+        self.net = Network.from_params(N_FEATURES, N_LABELS, _params(), seed=0, n_threads=threads)
+
+    def time_predict_topk(self, threads):
+        self.net.predict_topk(self.X, 5)
+
+
+class Memory:
+    params = (THREADS,)
+    param_names = ["threads"]
+
+    def setup(self, threads):
+        self.X, self.Y = planted(BATCH * 4, seed=3)
+
+    def peakmem_train(self, threads):
+        from slidebench.engine import Network
+        net = Network.from_params(N_FEATURES, N_LABELS, _params(), seed=0, n_threads=threads)
+        for i in range(4):
+            net.train_batch(self.X[i * BATCH:(i + 1) * BATCH], self.Y[i * BATCH:(i + 1) * BATCH])
+
+
+class Accuracy:
+    """P@1 on held-out planted rows after a fixed number of steps at one thread (deterministic)."""
+
+    params = (["dwta", "simhash", "random"],)
+    param_names = ["sampler"]
+    unit = "P@1"
+    STEPS = 150
+    timeout = 300
+
+    def setup(self, sampler):
+        self.Xtr, self.Ytr = planted(BATCH * 50, n_features=5000, n_labels=2000, n_topics=100, seed=4)
+        self.Xte, self.Yte = planted(1000, n_features=5000, n_labels=2000, n_topics=100, seed=5)
+
+    def track_p_at_1(self, sampler):
+        from slidebench.engine import Network
+        p = _params("dwta" if sampler == "random" else sampler, lr=3e-3)
+        if sampler == "random":
+            p = {"hidden": [HIDDEN], "sampler": "random", "lr": 3e-3}
+        net = Network.from_params(5000, 2000, p, seed=0, n_threads=1)
+        n = self.Xtr.shape[0] // BATCH
+        for s in range(self.STEPS):
+            lo = (s % n) * BATCH
+            net.train_batch(self.Xtr[lo:lo + BATCH], self.Ytr[lo:lo + BATCH])
+        top = net.predict_topk(self.Xte, 1)[:, 0]
+        Y = self.Yte.tocsr()
+        hit = [top[i] in Y.indices[Y.indptr[i]:Y.indptr[i + 1]] for i in range(Y.shape[0])]
+        return float(np.mean(hit))
