@@ -467,9 +467,10 @@ cdef class LSHIndex:
             self._raise(rc, "querying")
         return out[:rc].copy(), cnt[:rc].copy()
 
-    def query_many(self, X, mode="vanilla", target=0, min_hits=1, max_out=None, n_threads=1):
-        """Batched, parallel query of the rows of X (dense [n, dim] or sparse). Returns CSR-like
-        (indptr int64 [n+1], ids int32, counts int32); row i's candidates are ids[indptr[i]:indptr[i+1]]."""
+    def query_many(self, X, mode="vanilla", target=0, min_hits=1, max_out=None, n_threads=1, keys=None):
+        """Batched, parallel query of the rows of X (dense [n, dim] or sparse), or of precomputed
+        `keys` int [n, L] (X is then ignored). Returns CSR-like (indptr int64 [n+1], ids int32,
+        counts int32); row i's candidates are ids[indptr[i]:indptr[i+1]]."""
         if mode not in QUERY_MODES:
             raise ValueError(f"unknown query mode {mode!r}; known: {', '.join(QUERY_MODES)}")
         n_threads = _check_n_threads(n_threads)
@@ -477,7 +478,14 @@ cdef class LSHIndex:
         min_hits = _as_int(min_hits, "min_hits")
         if mode == "threshold" and (min_hits < 1 or min_hits > self.t.L):
             raise ValueError(f"min_hits must be in 1..L={self.t.L}, got {min_hits}")
-        keys = self.hash(X, n_threads=n_threads)
+        if keys is None:
+            keys = self.hash(X, n_threads=n_threads)
+        else:
+            keys = np.asarray(keys)
+            if keys.ndim != 2 or keys.shape[1] != self.t.L or keys.dtype.kind not in "iu":
+                raise ValueError(f"keys must be integers of shape (n, {self.t.L}), got {keys.dtype} {keys.shape}")
+            if keys.size and (keys.min() < 0 or keys.max() >= (1 << self.t.range_pow)):
+                raise ValueError(f"keys must lie in [0, 2**range_pow={1 << self.t.range_pow})")
         cdef long n = keys.shape[0], ni = self.t.n_items
         if max_out is None:
             max_out = min(ni, self.t.L * self.t.bucket_size)

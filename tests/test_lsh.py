@@ -410,6 +410,8 @@ def test_query_max_out_and_counts_scratch_left_clean(sampler_index):
     assert np.array_equal(a[0], full[0][:7])
     # query_many uses one counts scratch per thread for all rows: results equal single queries
     indptr, ids, counts = idx.query_many(Q, mode="topk", target=30, n_threads=2)
+    by_keys = idx.query_many(None, mode="topk", target=30, keys=idx.hash(Q))
+    assert all(np.array_equal(a, b) for a, b in zip((indptr, ids, counts), by_keys))
     for i, x in enumerate(Q):
         r = idx.query(x, mode="topk", target=30)
         assert np.array_equal(ids[indptr[i]:indptr[i + 1]], r[0])
