@@ -29,12 +29,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
     },
     # The strongest honest configuration found (docs/baselines.md): gather-based input layer with a
     # row-sparse gradient, lazy Adam on the touched input rows (dense Adam on the dense layers), the
-    # whole step compiled with XLA on fixed (padded) shapes, one inter-op thread.
+    # whole step compiled with XLA on fixed (padded) shapes.
     "tuned": {
         "device": "cpu", "hidden": [128], "optimizer": "adam", "lr": 1e-3, "beta1": 0.9, "beta2": 0.999,
         "eps": 1e-8, "init": "release", "init_std": 0.01,
         "input_path": "gather", "optimizer_impl": "rowsparse", "xla": True, "xla_update": False,
-        "inter_op_threads": 1, "predict_batch": 4096,
+        "inter_op_threads": None, "predict_batch": 4096,
     },
 }
 
