@@ -26,8 +26,11 @@ with shape ``(N, D)``; labels as CSR of the same kind with value 1.0 and shape `
 Malformed input raises :class:`XMLRepoFormatError` (a ``ValueError``) naming the file, the 1-based
 line number and what is wrong; nothing is written (no cache file) on error.
 
-Speed: the whole body is parsed with numpy over the raw bytes in chunks (token boundaries from
-byte classes, the grammar checked on token transitions). Numbers are converted without per-token
+Speed and memory: the file is streamed twice, once to hash it (the cache key) and count newlines,
+colons and commas (line count check, output sizes), then to parse it in chunks of about 2 MB of
+whole lines with numpy over the raw bytes (token boundaries from byte classes, the grammar
+checked on token transitions), filling preallocated output arrays: peak memory is the output
+plus one chunk's work, never the whole text. Numbers are converted without per-token
 Python: ids by digit arithmetic over byte columns, values by a DFA over byte columns that checks
 the value grammar and accumulates the integer mantissa and exponent, then one exact IEEE
 operation (``M * 10**k`` or ``M / 10**-k`` with ``M <= 2**53``, ``|k| <= 22``), which equals
@@ -43,6 +46,7 @@ half-written cache under the final name).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import warnings
@@ -54,7 +58,7 @@ import scipy.sparse as sp
 from ._progress import Progress, note
 
 READER_VERSION = 1
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 2 << 20
 _DUP_POLICIES = ("error", "sum")
 
 
@@ -458,89 +462,164 @@ def _slow_chunk(lines: list[bytes], first_lineno: int, D: int, L: int, duplicate
             np.asarray(vals, dtype=np.float32))
 
 
-def _csr(counts_parts, idx_parts, val_parts, n_rows: int, n_cols: int, what: str, path) -> sp.csr_matrix:
-    counts = np.concatenate(counts_parts) if counts_parts else np.zeros(0, dtype=np.int64)
+class _Out:
+    """Growable flat output buffer (preallocated to an upper bound, so normally never grown)."""
+
+    def __init__(self, cap: int, dtype):
+        self.a = np.empty(max(int(cap), 0), dtype=dtype)
+        self.n = 0
+
+    def add(self, x: np.ndarray) -> None:
+        if self.n + x.size > self.a.size:
+            grown = np.empty(max(2 * self.a.size, self.n + x.size), dtype=self.a.dtype)
+            grown[:self.n] = self.a[:self.n]
+            self.a = grown
+        self.a[self.n:self.n + x.size] = x
+        self.n += x.size
+
+    def result(self) -> np.ndarray:
+        return self.a if self.n == self.a.size else self.a[:self.n].copy()
+
+
+def _csr(counts: np.ndarray, indices: np.ndarray, data, n_rows: int, n_cols: int, what: str,
+         path) -> sp.csr_matrix:
     nnz = int(counts.sum())
     if nnz >= 2**31:
         raise XMLRepoFormatError(path, 0, f"{what} has {nnz} nonzeros, more than int32 indices can address")
     indptr = np.zeros(n_rows + 1, dtype=np.int32)
     np.cumsum(counts, out=indptr[1:])
-    indices = np.concatenate(idx_parts) if idx_parts else np.zeros(0, dtype=np.int32)
-    data = (np.concatenate(val_parts) if val_parts is not None and val_parts else np.ones(nnz, dtype=np.float32))
-    M = sp.csr_matrix((data.astype(np.float32, copy=False), indices.astype(np.int32, copy=False), indptr),
-                      shape=(n_rows, n_cols), copy=False)
+    if data is None:
+        data = np.ones(nnz, dtype=np.float32)
+    M = sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_cols), copy=False)
     M.has_sorted_indices = True
     return M
+
+
+class _Scan:
+    """One streaming pass over a file: sha256 (optional), counts of newlines, colons and commas,
+    and newlines per block (to find the start of a given line later without a second full pass)."""
+
+    def __init__(self, f, *, sha: bool, counts: bool = True, block: int = 16 << 20):
+        h = hashlib.sha256() if sha else None
+        self.counted = counts
+        self.blocks: list[tuple[int, int]] = []         # (offset, newlines in block)
+        self.newlines = self.colons = self.commas = 0
+        self.size = 0
+        self.last_byte = b""
+        f.seek(0)
+        while True:
+            b = f.read(block)
+            if not b:
+                break
+            if h is not None:
+                h.update(b)
+            if counts:
+                k = b.count(b"\n")
+                self.blocks.append((self.size, k))
+                self.newlines += k
+                self.colons += b.count(b":")
+                self.commas += b.count(b",")
+            self.size += len(b)
+            self.last_byte = b[-1:]
+        self.sha256 = h.hexdigest() if h is not None else None
+
+    def offset_after_newline(self, f, k: int) -> int:
+        """File offset just after the k-th newline (0-based) of the file."""
+        seen = 0
+        for off, cnt in self.blocks:
+            if seen + cnt > k:
+                f.seek(off)
+                arr = np.frombuffer(f.read(16 << 20), dtype=np.uint8)
+                return off + int(np.flatnonzero(arr == 10)[k - seen]) + 1
+            seen += cnt
+        raise AssertionError("newline index beyond the file")
+
+
+def _parse_stream(f, scan: _Scan, *, path, duplicates: str, progress: bool, chunk_bytes: int):
+    """Parse an XMLRepository file from the binary file object ``f`` (``scan`` from _Scan(f)),
+    reading ``chunk_bytes`` at a time: memory is the output arrays plus one chunk's work."""
+    if duplicates not in _DUP_POLICIES:
+        raise ValueError(f"duplicates must be one of {_DUP_POLICIES}, got {duplicates!r}")
+    if not scan.counted:
+        scan = _Scan(f, sha=False)
+    if scan.size == 0:
+        raise XMLRepoFormatError(path, 1, "empty file (expected a header 'N_points N_features N_labels')")
+    f.seek(0)
+    header = f.readline()
+    N, D, L = _parse_header(header.rstrip(b"\n"), path)
+    body_start = len(header)
+    body_newlines = scan.newlines - (1 if header.endswith(b"\n") else 0)
+    n_lines = body_newlines + (1 if scan.size > body_start and scan.last_byte != b"\n" else 0)
+    if n_lines > N:
+        # the text after the N-th point line may only be blank
+        f.seek(scan.offset_after_newline(f, N))
+        while True:
+            b = f.read(16 << 20)
+            if not b:
+                break
+            if b.strip(b" \t\r\n") != b"":
+                raise XMLRepoFormatError(path, N + 2, f"more point lines than the header declares ({N})")
+    if n_lines < N:
+        raise XMLRepoFormatError(path, n_lines + 2, f"end of file after {n_lines} point lines, but the header "
+                                 f"declares {N} points")
+    # upper bounds: one colon per pair; one label per comma plus one per line
+    feat_i, feat_v = _Out(scan.colons, np.int32), _Out(scan.colons, np.float32)
+    lab_i = _Out(scan.commas + N, np.int32)
+    lab_c = np.zeros(N, dtype=np.int64)
+    feat_c = np.zeros(N, dtype=np.int64)
+    f.seek(body_start)
+    carry = b""
+    i = 0                                               # point lines done
+    with Progress(scan.size - body_start, f"parse {Path(str(path)).name}", progress, unit="B") as bar:
+        while i < N:
+            block = f.read(chunk_bytes)
+            text = carry + block if carry else block
+            if block:
+                cut = text.rfind(b"\n") + 1             # complete lines only
+                if cut == 0:
+                    carry = text
+                    continue
+                text, carry = text[:cut], text[cut:]
+            elif text:                                  # end of file: a last line without newline
+                text, carry = text + b"\n", b""
+            else:
+                raise AssertionError("end of file before the counted lines")
+            k = text.count(b"\n")
+            if i + k > N:                               # past the N-th line: only blank text (checked above)
+                pos = -1
+                for _ in range(N - i):
+                    pos = text.index(b"\n", pos + 1)
+                text, k = text[:pos + 1], N - i
+            n = len(text)
+            buf = np.zeros(n + _PAD, dtype=np.uint8)
+            buf[:n] = np.frombuffer(text, dtype=np.uint8)
+            try:
+                res = _fast_chunk(buf, n, k, D, L, duplicates)
+            except _Reject:
+                _slow_chunk(text[:-1].split(b"\n"), i + 2, D, L, duplicates, path)
+                raise XMLRepoFormatError(
+                    path, 0, f"internal error: the fast parser rejected lines {i + 2}..{i + k + 1} but the line "
+                    "parser accepted them; please report this file") from None
+            del buf
+            lab_c[i:i + k] = res[0]
+            feat_c[i:i + k] = res[1]
+            lab_i.add(res[2])
+            feat_i.add(res[3])
+            feat_v.add(res[4])
+            del res
+            bar.update(n)
+            i += k
+    X = _csr(feat_c, feat_i.result(), feat_v.result(), N, D, "the feature matrix", path)
+    Y = _csr(lab_c, lab_i.result(), None, N, L, "the label matrix", path)
+    return X, Y
 
 
 def parse_xmlrepo_bytes(data: bytes, *, path="<bytes>", duplicates: str = "error", progress: bool = False,
                         chunk_bytes: int = CHUNK_BYTES) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Parse the whole text of an XMLRepository file (bytes) into (X, Y). See the module docstring."""
-    if duplicates not in _DUP_POLICIES:
-        raise ValueError(f"duplicates must be one of {_DUP_POLICIES}, got {duplicates!r}")
-    if len(data) == 0:
-        raise XMLRepoFormatError(path, 1, "empty file (expected a header 'N_points N_features N_labels')")
-    h_end = data.find(b"\n")
-    if h_end < 0:
-        h_end = len(data)
-    N, D, L = _parse_header(data[:h_end], path)
-    body_start = min(h_end + 1, len(data))
-    total = len(data)
-
-    # line boundaries of the body: newline positions, scanned in slices to bound memory
-    nl_parts = []
-    step = 64 << 20
-    for lo in range(body_start, total, step):
-        seg = np.frombuffer(data, dtype=np.uint8, count=min(step, total - lo), offset=lo)
-        nl_parts.append(np.flatnonzero(seg == 10) + lo)
-    nl = np.concatenate(nl_parts) if nl_parts else np.zeros(0, dtype=np.int64)
-    # lines: each ends at a newline; a final line without a newline counts too
-    line_ends = nl
-    if total > body_start and (nl.size == 0 or nl[-1] != total - 1):
-        line_ends = np.append(nl, total)
-    n_lines = line_ends.size
-    line_starts = np.empty(n_lines, dtype=np.int64)
-    if n_lines:
-        line_starts[0] = body_start
-        line_starts[1:] = line_ends[:-1] + 1
-    if n_lines > N:
-        tail = data[line_starts[N]:]
-        if tail.strip(b" \t\r\n") != b"":
-            raise XMLRepoFormatError(path, N + 2, f"more point lines than the header declares ({N})")
-        n_lines = N
-    if n_lines < N:
-        raise XMLRepoFormatError(path, n_lines + 2, f"end of file after {n_lines} point lines, but the header "
-                                 f"declares {N} points")
-
-    lab_c, feat_c, lab_i, feat_i, feat_v = [], [], [], [], []
-    with Progress(total - body_start, f"parse {Path(str(path)).name}", progress, unit="B") as bar:
-        i = 0
-        while i < N:
-            # take lines until about chunk_bytes
-            j = int(np.searchsorted(line_starts, line_starts[i] + chunk_bytes, side="left"))
-            j = min(max(j, i + 1), N)
-            lo, hi = int(line_starts[i]), int(line_ends[j - 1])
-            buf = np.zeros(hi - lo + 1 + _PAD, dtype=np.uint8)
-            buf[:hi - lo] = np.frombuffer(data, dtype=np.uint8, count=hi - lo, offset=lo)
-            buf[hi - lo] = 10
-            try:
-                res = _fast_chunk(buf, hi - lo + 1, j - i, D, L, duplicates)
-            except _Reject:
-                lines = data[lo:hi].split(b"\n")
-                res = _slow_chunk(lines, i + 2, D, L, duplicates, path)
-                raise XMLRepoFormatError(
-                    path, 0, f"internal error: the fast parser rejected lines {i + 2}..{j + 1} but the line "
-                    "parser accepted them; please report this file") from None
-            lab_c.append(res[0])
-            feat_c.append(res[1])
-            lab_i.append(res[2])
-            feat_i.append(res[3])
-            feat_v.append(res[4])
-            bar.update(hi - lo + 1)
-            i = j
-    X = _csr(feat_c, feat_i, feat_v, N, D, "the feature matrix", path)
-    Y = _csr(lab_c, lab_i, None, N, L, "the label matrix", path)
-    return X, Y
+    f = io.BytesIO(data)
+    return _parse_stream(f, _Scan(f, sha=False), path=path, duplicates=duplicates, progress=progress,
+                         chunk_bytes=chunk_bytes)
 
 
 # ------------------------------------------------------------------------------------ file + cache
@@ -605,27 +684,28 @@ def read_xmlrepo(path, *, cache: bool = True, cache_dir=None, duplicates: str = 
         raise ValueError(f"duplicates must be one of {_DUP_POLICIES}, got {duplicates!r}")
     if not path.is_file():
         raise FileNotFoundError(f"XMLRepository file not found: {path}")
-    data = path.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
-    cpath = None
-    if cache:
-        if cache_dir is None and not os.access(path.parent, os.W_OK):
-            cache_dir = _default_cache_dir() / "xmlrepo"
-            warnings.warn(f"{path.parent} is not writable; caching the parsed {path.name} in {cache_dir}",
-                          RuntimeWarning, stacklevel=2)
-        cpath = cache_path_for(path, sha, cache_dir, duplicates)
-        if cpath.is_file():
-            try:
-                with np.load(cpath, allow_pickle=False) as z:
-                    if str(z["sha256"]) == sha and int(z["reader_version"]) == READER_VERSION:
-                        X, Y = csr_from_arrays(z, "X"), csr_from_arrays(z, "Y")
-                        note(f"loaded {path.name} from cache {cpath}", progress)
-                        return X, Y
-            except (OSError, ValueError, KeyError) as e:
-                warnings.warn(f"ignoring unreadable cache {cpath} ({e}); re-parsing {path}", RuntimeWarning,
-                              stacklevel=2)
-    X, Y = parse_xmlrepo_bytes(data, path=path, duplicates=duplicates, progress=progress)
-    del data
+    with open(path, "rb") as f:
+        scan = _Scan(f, sha=True, counts=False)        # the cache key; counts only if we parse
+        sha = scan.sha256
+        cpath = None
+        if cache:
+            if cache_dir is None and not os.access(path.parent, os.W_OK):
+                cache_dir = _default_cache_dir() / "xmlrepo"
+                warnings.warn(f"{path.parent} is not writable; caching the parsed {path.name} in {cache_dir}",
+                              RuntimeWarning, stacklevel=2)
+            cpath = cache_path_for(path, sha, cache_dir, duplicates)
+            if cpath.is_file():
+                try:
+                    with np.load(cpath, allow_pickle=False) as z:
+                        if str(z["sha256"]) == sha and int(z["reader_version"]) == READER_VERSION:
+                            X, Y = csr_from_arrays(z, "X"), csr_from_arrays(z, "Y")
+                            note(f"loaded {path.name} from cache {cpath}", progress)
+                            return X, Y
+                except (OSError, ValueError, KeyError) as e:
+                    warnings.warn(f"ignoring unreadable cache {cpath} ({e}); re-parsing {path}", RuntimeWarning,
+                                  stacklevel=2)
+        X, Y = _parse_stream(f, scan, path=path, duplicates=duplicates, progress=progress,
+                             chunk_bytes=CHUNK_BYTES)
     if cpath is not None:
         atomic_savez(cpath, **csr_to_arrays("X", X), **csr_to_arrays("Y", Y), sha256=np.asarray(sha),
                      reader_version=np.asarray(READER_VERSION))

@@ -1,6 +1,6 @@
-"""The reader's vectorised number conversion (digit arithmetic over byte columns) against Python:
-values must equal np.float32(float(text)) bit for bit, ids int(text); anything outside the
-documented value grammar must be rejected."""
+"""The reader's fast path: the vectorised number conversion (digit arithmetic over byte columns)
+against Python (values equal np.float32(float(text)) bit for bit, ids int(text); anything outside
+the documented value grammar rejected), and the streaming reader's chunk boundaries."""
 import re
 
 import numpy as np
@@ -98,3 +98,34 @@ def test_ids_reject_non_digits(bad):
     buf, starts, lens = buffer_of([b"12", bad])
     with pytest.raises(xr._Reject):
         xr.parse_ids(buf, starts, lens)
+
+
+# ------------------------------------------------------------------------------- streaming reader
+def test_streaming_chunks_long_lines_and_tails(tmp_path):
+    """Lines longer than a chunk, a last line without newline, and blank surplus lines spread over
+    several chunks parse the same at any chunk size; non-blank surplus far past line N is an error."""
+    rng = np.random.default_rng(5)
+    lines = []
+    for i in range(40):
+        n = int(rng.integers(0, 60 if i % 7 else 400))
+        fids = np.sort(rng.choice(1000, n, replace=False))
+        pairs = " ".join(f"{f}:{rng.standard_normal():.6g}" for f in fids)
+        lines.append(f"{i % 9},{9 + i % 3} {pairs}".rstrip())
+    body = "\n".join(lines)
+    for tail in ["", "\n", "\n\n  \n\t\n" * 50]:
+        data = f"40 1000 12\n{body}{tail}".encode()
+        ref = xr.parse_xmlrepo_bytes(data, chunk_bytes=1 << 20)
+        for cb in (1, 13, 100, 4096):
+            got = xr.parse_xmlrepo_bytes(data, chunk_bytes=cb)
+            assert all((a != b).nnz == 0 for a, b in zip(ref, got))
+        assert ref[0].shape == (40, 1000) and ref[1].nnz == 80
+    bad = f"40 1000 12\n{body}\n" + "\n" * 500 + "3 1:1\n"
+    with pytest.raises(xr.XMLRepoFormatError, match="more point lines") as ei:
+        xr.parse_xmlrepo_bytes(bad.encode(), chunk_bytes=64)
+    assert ei.value.line == 42
+    p = tmp_path / "t.txt"
+    p.write_bytes(f"40 1000 12\n{body}\n".encode())
+    X, Y = xr.read_xmlrepo(p, cache_dir=tmp_path / "c")
+    assert (X != ref[0]).nnz == 0 and (Y != ref[1]).nnz == 0
+    X2, _ = xr.read_xmlrepo(p, cache_dir=tmp_path / "c")              # from the cache
+    assert (X2 != ref[0]).nnz == 0
