@@ -36,6 +36,8 @@ from lsh_kernels cimport *
 cdef extern from "kernels.h":
     const char* sb_kernels_dispatch()
     float sb_dot(const float* a, const float* b, int n) noexcept nogil
+    void sb_dot_multi(const float* w, float bias, const float* H, long ldh, int nb, int n,
+                      float* out) noexcept nogil
     float sb_dot_gather(const float* w, const int* idx, const float* val, int n) noexcept nogil
     void sb_axpy(float a, const float* x, float* y, int n) noexcept nogil
     void sb_axpy_scatter(float a, const float* x, const int* idx, float* y, int n) noexcept nogil
@@ -57,6 +59,7 @@ cdef enum:
     OPT_SGD = 1
     MAX_TABLES = 255
     PF_AHEAD = 4              # rows prefetched ahead in gathers of weight rows
+    PB = 16                   # samples per block in the exact predict's output pass
 
 SAMPLERS = {"full": SAMP_FULL, "lsh": SAMP_LSH, "random": SAMP_RANDOM}
 FAMILIES = {"simhash": SB_SIMHASH, "wta": SB_WTA, "dwta": SB_DWTA, "doph": SB_DOPH}
@@ -112,6 +115,8 @@ cdef struct Work:
     int k
     int* topi                  # [b * k]
     int err                    # first nonzero error code seen by any thread
+    int hidden_only            # predict exact: stop before the output layer, copy last hidden to H
+    float* H                   # [b * sizes[L-1]]
     float* topv                # [b * k]
 
 
@@ -164,10 +169,12 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
     cdef int pn, is_out, tgt, ll
     slot = tid if wk.per_thread else s
     ny = 0
+    if wk.hidden_only:
+        L = L - 1
     for l in range(L):
         n_in = net.sizes[l]
         n_out = net.sizes[l + 1]
-        is_out = l == L - 1
+        is_out = l == net.n_layers - 1
         W = net.W[l]
         bb = net.b[l]
         out = wk.act[l] + <long>slot * wk.stride[l]
@@ -286,6 +293,10 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
             for i in range(n):
                 if not (out[i] > 0.0):
                     out[i] = 0.0
+    if wk.hidden_only:
+        memcpy(wk.H + <long>s * net.sizes[L], wk.act[L - 1] + <long>slot * wk.stride[L - 1],
+               net.sizes[L] * sizeof(float))
+        return 0
     # -------------------------------------------------------------------- predict: top-k
     l = L - 1
     out = wk.act[l] + <long>slot * wk.stride[l]
@@ -859,6 +870,18 @@ cdef class Core:
         wk.k = k
         wk.topv = &tv[0]
         wk.topi = &ti[0]
+        cdef float[::1] Hv, bufv
+        cdef int[::1] cntv
+        cdef int nblk, blk, s0, nb
+        if exact:
+            # hidden layers per sample, then the output layer in blocks of PB samples: each output
+            # row is read once per block instead of once per sample
+            wk.hidden_only = 1
+            Hv = np.empty(<long>n * net.sizes[net.n_layers - 1], np.float32)
+            wk.H = &Hv[0]
+            bufv = np.empty(nt * PB, np.float32)
+            cntv = np.zeros(nt * PB, np.int32)
+            nblk = (n + PB - 1) // PB
         with nogil, parallel(num_threads=nt):
             tid = threadid()
             for s in prange(n, schedule="dynamic", chunksize=4):
@@ -866,7 +889,36 @@ cdef class Core:
                     wk.err = -1
         if wk.err != 0:
             raise RuntimeError("LSH query failed during predict")
+        if exact:
+            with nogil, parallel(num_threads=nt):
+                tid = threadid()
+                for blk in prange(nblk, schedule="dynamic", chunksize=1):
+                    s0 = blk * PB
+                    nb = n - s0
+                    if nb > PB:
+                        nb = PB
+                    topk_block(net, wk.H, s0, nb, k, wk.topv, wk.topi, &cntv[tid * PB], &bufv[tid * PB])
         return out
+
+
+cdef void topk_block(const Net* net, const float* H, int s0, int nb, int k, float* tv, int* ti,
+                     int* cnt, float* buf) noexcept nogil:
+    """Exact output layer for samples s0..s0+nb-1 (last hidden activations in H), top-k each."""
+    cdef int L = net.n_layers, j, s, n_in = net.sizes[L - 1], n_out = net.sizes[L]
+    cdef const float* W = net.W[L - 1]
+    cdef const float* bb = net.b[L - 1]
+    for s in range(nb):
+        cnt[s] = 0
+    for j in range(n_out):
+        if j + PF_AHEAD < n_out:
+            sb_prefetch_row(W + <long>(j + PF_AHEAD) * n_in, n_in)
+        sb_dot_multi(W + <long>j * n_in, bb[j], H + <long>s0 * n_in, n_in, nb, n_in, buf)
+        for s in range(nb):
+            if cnt[s] < k or buf[s] > tv[<long>(s0 + s) * k + k - 1]:
+                topk_push(buf[s], j, tv + <long>(s0 + s) * k, ti + <long>(s0 + s) * k, &cnt[s], k)
+    for s in range(nb):
+        for j in range(cnt[s], k):
+            ti[<long>(s0 + s) * k + j] = -1
 
 
 def triad_bandwidth(long n=1 << 24, int n_threads=1, int repeats=5) -> float:

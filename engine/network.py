@@ -141,6 +141,9 @@ def parse_config(n_features: int, n_labels: int, params: dict[str, Any] | None) 
     if not isinstance(hidden, (list, tuple)) or any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in hidden):
         raise ValueError(f"param 'hidden' must be a list of positive layer sizes, got {p['hidden']!r}")
     hidden = [int(h) for h in hidden]
+    if not hidden:
+        raise ValueError("param 'hidden' must name at least one hidden layer (sparse input -> hidden ReLU "
+                         "layers -> output)")
     if len(hidden) + 1 > MAX_LAYERS:
         raise ValueError(f"param 'hidden': at most {MAX_LAYERS - 1} hidden layers, got {len(hidden)}")
     n_layers = len(hidden) + 1
