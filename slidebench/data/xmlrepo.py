@@ -54,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ._progress import Progress, note
 
@@ -84,6 +85,7 @@ for _c in b" \t\r":
 _CLS[ord(",")] = _COMMA
 _CLS[ord(":")] = _COLON
 _CLS[ord("\n")] = _NL
+_CLS_TABLE = _CLS.tobytes()
 
 _VALUE_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
 _NONFINITE = {"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
@@ -239,8 +241,6 @@ def _value_dfa() -> np.ndarray:
 
 
 _VDFA = _value_dfa()
-_V_MANT = np.zeros(12, dtype=bool)
-_V_MANT[[_V_INT, _V_FRAC]] = True         # entering these states means one mantissa digit was read
 _POW10 = 10.0 ** np.arange(23)             # exact doubles 1e0 .. 1e22
 _EXACT_M = 2 ** 53
 
@@ -248,6 +248,11 @@ _EXACT_M = 2 ** 53
 def _tokens_bytes(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> list[bytes]:
     b = buf.tobytes() if len(starts) else b""
     return [b[s:s + n] for s, n in zip(starts.tolist(), lens.tolist())]
+
+
+def _columns(buf: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """Bytes buf[starts[i] + j] for j < width as a (width, T) array: each column j contiguous."""
+    return np.ascontiguousarray(sliding_window_view(buf, width)[starts].T)
 
 
 def parse_ids(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -260,8 +265,9 @@ def parse_ids(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarr
         return out
     long_ = lens > 18                       # may not fit int64 digit arithmetic: Python int (rare)
     W = int(min(lens.max(), 18))
+    G = _columns(buf, starts, W)
     for j in range(W):
-        d = buf[starts + j] - np.uint8(48)
+        d = G[j] - np.uint8(48)
         inside = lens > j
         if np.any(inside & (d > 9)):
             raise _Reject
@@ -294,17 +300,19 @@ def parse_values(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.nd
     M = np.zeros(T, dtype=np.int64)
     nd = np.zeros(T, dtype=np.int32)      # mantissa digits
     nf = np.zeros(T, dtype=np.int32)      # of which after the dot
+    G = _columns(buf, starts, W + 1)
     for j in range(W + 1):
-        b = buf[starts + j]
-        state = _VDFA[(state << 8) | b]
-        m = _V_MANT[state]
+        b = G[j]
+        state = _VDFA.take((state << 8) | b)
+        m = (state == _V_INT) | (state == _V_FRAC)       # a mantissa digit was just read
         M = np.where(m, M * 10 + (b - np.uint8(48)), M)
         nd += m
         nf += state == _V_FRAC
     too_long = lens > W
     if np.any(~too_long & (state != _V_DONE) & (state != _V_DONE_EXP)):
         raise _Reject
-    neg = buf[starts] == ord("-")
+    neg = G[0] == ord("-")
+    del G
     k = -nf.astype(np.int64)
     ex = np.flatnonzero(state == _V_DONE_EXP)
     slow = too_long | (nd > 18)
@@ -347,7 +355,7 @@ def _fast_chunk(buf: np.ndarray, n: int, n_lines: int, D: int, L: int, duplicate
     least ``_PAD`` zero bytes after it). Returns per-line label and feature counts and the flat
     arrays (labels int32, feature ids int32, values float32), or raises _Reject."""
     a = buf[:n]
-    cls = _CLS[a]
+    cls = np.frombuffer(a.tobytes().translate(_CLS_TABLE), dtype=np.uint8)
     if not cls.all():                       # an _OTHER byte (class 0) anywhere
         raise _Reject
     is_sep = cls >= _WS
@@ -369,7 +377,8 @@ def _fast_chunk(buf: np.ndarray, n: int, n_lines: int, D: int, L: int, duplicate
         if n_punct:
             raise _Reject
         return lab_counts, feat_counts, np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.float32)
-    tok_line = np.searchsorted(nlpos, starts)
+    # line of each token: tokens before the k-th newline, per line, expanded
+    tok_line = np.repeat(np.arange(n_lines), np.diff(np.searchsorted(starts, nlpos), prepend=0))
     nextc = cls[ends]
     prevc = cls[starts - 1]
     if starts[0] == 0:
