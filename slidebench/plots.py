@@ -679,7 +679,8 @@ def fig_threshold(s: Summary, out_dir: Path) -> list[Path]:
     extra = ""
     if "family" in df.columns:
         r = df.iloc[0]
-        npairs = int(df.loc[df["source"] == "measured", "n_pairs"].sum()) if "n_pairs" in df else 0
+        me = df[df["source"] == "measured"]
+        npairs = int(me[me["m"] == me["m"].iloc[0]]["n_pairs"].sum()) if len(me) and "n_pairs" in df else 0
         extra = f"{r['family']} K={_val(r.get('K'))}, {npairs} measured (query, neuron) pairs"
     return _finish(fig, footer_text(df, extra), "Fig 11: hard-threshold selection probability", out_dir,
                    s.name)

@@ -219,7 +219,7 @@ def _cell(r: pd.Series, c: str) -> str:
 # ---------------------------------------------------------------------------------- measurements
 
 
-def _measurement_train(name: str, tab: pd.DataFrame, sp: pd.DataFrame) -> str:
+def _measurement_train(name: str, tab: pd.DataFrame, sp: pd.DataFrame, has_target: bool = True) -> str:
     """A short summary of what this run measured that corresponds to the paper's claim (the full
     ratios are in the speedup table): primary SLIDE label (first in style order) vs each baseline."""
     if len(tab) == 0:
@@ -235,7 +235,9 @@ def _measurement_train(name: str, tab: pd.DataFrame, sp: pd.DataFrame) -> str:
                             (("dataset", "", ""), ("n_threads", "", " threads"), ("batch_size", "batch ", ""),
                              ("protocol", "protocol ", ""))
                             if c in sp.columns and (c != "protocol" or name == "protocol"))
-            if np.isfinite(r["ttt_ratio"]):
+            if not has_target:
+                ttt = "no target P@1 set"
+            elif np.isfinite(r["ttt_ratio"]):
                 ttt = f"{r['ttt_ratio']:.2f}x time to target"
             elif np.isfinite(r.get("ttt_lower_bound", float("nan"))):
                 ttt = f"more than {r['ttt_lower_bound']:.2f}x time to target ({r['baseline']} did not reach it)"
@@ -377,7 +379,8 @@ def _section(results_dir: Path, s: Summary) -> str:
     else:
         tab = group_table(s.runs) if s.runs is not None else pd.DataFrame()
         sp = speedups(tab)
-        meas = _measurement_train(s.name, tab, sp)
+        has_target = s.runs is not None and "target_p_at_1" in s.runs and s.runs["target_p_at_1"].notna().any()
+        meas = _measurement_train(s.name, tab, sp, has_target)
         if len(tab):
             if "statuses" in tab and (tab["n_complete"] < tab["n_seeds"]).any():
                 lines += ["Some runs are incomplete (killed or still running); their last logged state "
