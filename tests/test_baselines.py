@@ -243,6 +243,13 @@ def test_describe_params_roundtrip_and_errors():
     assert d["intra_op_threads"] == 1
     p = tr.get_params()
     assert [p[k].shape for k in ("W0", "W1", "W2")] == [(ds.n_features, 8), (8, 6), (6, ds.n_labels)]
+    # setup's warm-up step (tracing/compiling outside the clock) leaves the initial weights untouched
+    from slidebench.baselines.common import init_weights
+    from slidebench.contract import derive_seed
+    init = init_weights([ds.n_features, 8, 6, ds.n_labels], "release", 0.01, derive_seed(0, "init"))
+    for i, (w, b) in enumerate(init):
+        np.testing.assert_array_equal(p[f"W{i}"], w)
+        np.testing.assert_array_equal(p[f"b{i}"], b)
     q = {k: v + 1.0 for k, v in p.items()}
     tr.set_params(q)
     for k, v in tr.get_params().items():
