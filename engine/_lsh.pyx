@@ -520,3 +520,48 @@ cdef class LSHIndex:
         np.cumsum(nres, out=indptr[1:])
         sel = np.arange(mo)[None, :] < nres[:, None]
         return indptr, out[sel], cnt[sel]
+
+    def time_queries(self, keys, mode="vanilla", target=0, min_hits=1, max_out=None):
+        """Seconds per lsh_query call (the sampler kernel alone: no hashing, no Python per query),
+        over the rows of `keys` int [n, L] run back to back on one thread; also returns the mean
+        number of ids returned. For the sampler-cost figure (paper Fig 4)."""
+        if mode not in QUERY_MODES:
+            raise ValueError(f"unknown query mode {mode!r}; known: {', '.join(QUERY_MODES)}")
+        K = np.asarray(keys)
+        if K.ndim != 2 or K.shape[1] != self.t.L or K.dtype.kind not in "iu":
+            raise ValueError(f"keys must be integers of shape (n, {self.t.L}), got {K.dtype} {K.shape}")
+        if K.shape[0] == 0:
+            raise ValueError("keys must hold at least one row")
+        if K.min() < 0 or K.max() >= (1 << self.t.range_pow):
+            raise ValueError(f"keys must lie in [0, 2**range_pow={1 << self.t.range_pow})")
+        if self.t.n_items == 0:
+            raise ValueError("the tables are empty: insert() or build() first")
+        target = _as_int(target, "target")
+        min_hits = _as_int(min_hits, "min_hits")
+        if max_out is None:
+            max_out = min(self.t.n_items, self.t.L * self.t.bucket_size)
+        max_out = _as_int(max_out, "max_out")
+        if max_out < 1:
+            raise ValueError(f"max_out must be >= 1, got {max_out}")
+        cdef cnp.ndarray kk = np.ascontiguousarray(K, dtype=np.int32)
+        cdef cnp.ndarray out = np.empty(max_out, dtype=np.int32)
+        cdef unsigned char* counts = <unsigned char*>calloc(self.t.n_items, 1)
+        if counts == NULL:
+            raise MemoryError(f"out of memory for the query scratch ({self.t.n_items} bytes)")
+        cdef long i, n = K.shape[0], total = 0
+        cdef int rc = 0, md = QUERY_MODES[mode], tg = target, mh = min_hits, mo = max_out, L = self.t.L
+        cdef int* pk = <int*>cnp.PyArray_DATA(kk)
+        cdef int* po = <int*>cnp.PyArray_DATA(out)
+        from time import perf_counter
+        t0 = perf_counter()
+        with nogil:
+            for i in range(n):
+                rc = lsh_query(&self.t, pk + i * L, md, tg, mh, counts, po, NULL, mo)
+                if rc < 0:
+                    break
+                total += rc
+        secs = perf_counter() - t0
+        free(counts)
+        if rc < 0:
+            self._raise(rc, "querying")
+        return secs / n, total / <double>n

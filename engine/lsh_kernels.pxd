@@ -34,6 +34,16 @@ from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset, memcpy
 from cython.parallel cimport prange, parallel, threadid
 
+cdef extern from *:
+    """
+    #if defined(__GNUC__) || defined(__clang__)
+    #define SB_PREFETCH(p) __builtin_prefetch((const void*)(p), 0, 1)
+    #else
+    #define SB_PREFETCH(p) ((void)0)
+    #endif
+    """
+    void SB_PREFETCH(const void* p) nogil
+
 # hash families
 cdef enum:
     SB_SIMHASH = 0
@@ -744,6 +754,10 @@ cdef inline int lsh_query(const LSHTables* t, const int* keys, int mode, int tar
     cap = max_out
     if mode != SB_Q_THRESHOLD and target > 0 and target < cap:
         cap = target
+    for l in range(L):
+        SB_PREFETCH(t.offsets + l * nb1 + keys[l])
+    for l in range(L):
+        SB_PREFETCH(t.ids + <long>l * n + t.offsets[l * nb1 + keys[l]])
     if mode == SB_Q_VANILLA:
         for l in range(L):
             off = t.offsets + l * nb1

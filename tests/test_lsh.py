@@ -418,6 +418,16 @@ def test_query_max_out_and_counts_scratch_left_clean(sampler_index):
         assert np.array_equal(counts[indptr[i]:indptr[i + 1]], r[1])
 
 
+def test_time_queries_counts_the_same_ids(sampler_index):
+    idx, Q = sampler_index
+    keys = idx.hash(Q)
+    for mode in ("vanilla", "topk", "threshold"):
+        secs, mean_ids = idx.time_queries(keys, mode=mode, target=40, min_hits=2)
+        indptr, _, _ = idx.query_many(None, mode=mode, target=40, min_hits=2, keys=keys)
+        assert secs > 0
+        assert mean_ids == pytest.approx(np.diff(indptr).mean())
+
+
 def test_query_by_keys_equals_query_by_vector(sampler_index):
     idx, Q = sampler_index
     keys = idx.hash(Q[3])[0]
