@@ -182,6 +182,25 @@ def test_dense_and_sparse_hashing_agree_and_keys_in_range(case):
     assert np.array_equal(idx.hash_rows(np.asfortranarray(X)), kd)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_large_dim_dense_and_sparse_agree(family):
+    # dim 60,000 x K*L 300: the simhash projection matrix (72 MB) is over the storage limit and is
+    # regenerated per coordinate; wta/doph cut their windows from a single permutation
+    dim = 60000
+    rng = np.random.default_rng(13)
+    X = np.zeros((2, dim), np.float32)
+    for r in range(2):
+        cols = rng.choice(dim, 300, replace=False)
+        X[r, cols] = rng.standard_normal(300)
+    idx = LSHIndex(family, dim, 6, 50, 18, 16, seed=4)
+    if family == "simhash":
+        assert idx.nbytes < 1e6        # nothing stored
+    kd = idx.hash(X)
+    assert np.array_equal(kd, idx.hash(sp.csr_matrix(X)))
+    assert kd.min() >= 0 and kd.max() < 2**18
+    assert (kd[0] != kd[1]).any()
+
+
 def test_explicit_zeros_in_sparse_input():
     idx = LSHIndex("dwta", 10, 3, 5, 9, 4, seed=3)
     x = np.array([0, 0.5, 0, -1, 0, 0, 2, 0, 0, 0.1], np.float32)
