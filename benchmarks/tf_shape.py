@@ -98,6 +98,9 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=5, help="steps per timed chunk")
     ap.add_argument("--chunks", type=int, default=5, help="timed chunks (median reported)")
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run the whole grid this many times, interleaved (the table shows the median of the "
+                         "repeats' medians and their range: use it on a shared machine)")
     ap.add_argument("--quick", action="store_true", help="3 chunks of 3 steps")
     ap.add_argument("--env", nargs="*", default=[], metavar="KEY=VALUE",
                     help="environment for the children, e.g. TF_ENABLE_ONEDNN_OPTS=0")
@@ -117,26 +120,38 @@ def main(argv=None) -> int:
         if not sep or not key:
             ap.error(f"--env expects KEY=VALUE, got {item!r}")
         env[key] = val
+    runs = []
+    grid = [(system, threads, variant) for system in a.systems for threads in a.threads for variant in a.variant]
+    for rep_i in range(a.repeat):
+        for system, threads, variant in grid:
+            print(f"[tf_shape] {system} {variant} threads={threads} (repeat {rep_i + 1}/{a.repeat}) ...",
+                  file=sys.stderr, flush=True)
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", system, variant, str(threads),
+                   "--chunk", str(a.chunk), "--chunks", str(a.chunks), "--warmup", str(a.warmup)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode != 0 or not line:
+                print(f"[tf_shape] FAILED {system} {variant} threads={threads}:\n{proc.stderr[-3000:]}", file=sys.stderr)
+                runs.append({"system": system, "variant": variant, "threads": threads, "error": proc.stderr[-500:]})
+                continue
+            r = json.loads(line[-1][7:])
+            print(f"[tf_shape]   {r['steps_per_s']:.2f} steps/s (chunks {', '.join(f'{x:.2f}' for x in r['rates'])}; "
+                  f"setup {r['setup_s']:.1f}s, warm-up {r['warmup_s']:.1f}s, traces {r['traces']})", file=sys.stderr, flush=True)
+            runs.append(r)
     results = []
     for system in a.systems:
         for threads in a.threads:
             for variant in a.variant:
-                print(f"[tf_shape] {system} {variant} threads={threads} ...", file=sys.stderr, flush=True)
-                cmd = [sys.executable, os.path.abspath(__file__), "--child", system, variant, str(threads),
-                       "--chunk", str(a.chunk), "--chunks", str(a.chunks), "--warmup", str(a.warmup)]
-                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-                if proc.returncode != 0 or not line:
-                    print(f"[tf_shape] FAILED {system} {variant} threads={threads}:\n{proc.stderr[-3000:]}", file=sys.stderr)
-                    results.append({"system": system, "variant": variant, "threads": threads, "error": proc.stderr[-500:]})
+                group = [r for r in runs if (r["system"], r["variant"], r["threads"]) == (system, variant, threads)]
+                ok = [r["steps_per_s"] for r in group if "error" not in r]
+                if not ok:
+                    results.append(group[0])
                     continue
-                r = json.loads(line[-1][7:])
-                print(f"[tf_shape]   {r['steps_per_s']:.2f} steps/s (chunks {', '.join(f'{x:.2f}' for x in r['rates'])}; "
-                      f"setup {r['setup_s']:.1f}s, warm-up {r['warmup_s']:.1f}s, traces {r['traces']})", file=sys.stderr, flush=True)
-                results.append(r)
+                results.append({"system": system, "variant": variant, "threads": threads,
+                                "steps_per_s": statistics.median(ok), "min": min(ok), "max": max(ok), "n": len(ok)})
     print(f"shape: {SHAPE}; median of {a.chunks} chunks x {a.chunk} steps after {a.warmup} warm-up steps"
           + (f"; env {' '.join(a.env)}" if a.env else ""))
-    print(f"{'system':20s} {'variant':32s} {'thr':>3s} {'steps/s':>8s} {'ms/step':>8s} {'ratio':>6s}")
+    print(f"{'system':20s} {'variant':32s} {'thr':>3s} {'steps/s':>8s} {'ms/step':>8s} {'ratio':>6s}  range (n)")
     for r in results:
         if "error" in r:
             print(f"{r['system']:20s} {r['variant']:32s} {r['threads']:3d} {'FAILED':>8s}")
@@ -145,11 +160,11 @@ def main(argv=None) -> int:
                     and q["variant"] == a.variant[0] and "error" not in q), None)
         ratio = f"{r['steps_per_s'] / ref['steps_per_s']:.2f}" if ref else "-"
         print(f"{r['system']:20s} {r['variant']:32s} {r['threads']:3d} {r['steps_per_s']:8.2f} "
-              f"{1000 / r['steps_per_s']:8.1f} {ratio:>6s}")
+              f"{1000 / r['steps_per_s']:8.1f} {ratio:>6s}  {r['min']:.2f}-{r['max']:.2f} ({r['n']})")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(results, f, indent=1)
-    return 1 if any("error" in r for r in results) else 0
+            json.dump({"summary": results, "runs": runs}, f, indent=1)
+    return 1 if any("error" in r for r in runs) else 0
 
 
 if __name__ == "__main__":
