@@ -167,6 +167,8 @@ def speedups(tab: pd.DataFrame) -> pd.DataFrame:
         key = key if isinstance(key, tuple) else (key,)
         slide = g[g["system"] == "slide"]
         base = g[g["system"] != "slide"]
+        # runs that never trained (skipped: no GPU; errors before the first step) have nothing to compare
+        base = base[base["train_time_s"].astype(float).fillna(0) > 0]
         for _, s in slide.iterrows():
             for _, b in base.iterrows():
                 r = dict(zip(ctx, key))

@@ -323,9 +323,15 @@ def test_speedup_lower_bound_when_the_baseline_never_reaches_the_target(tmp_path
     res = tmp_path / "r"
     slow = dict(TF, tau=1e6)                      # flat curve: never reaches P@1 0.3
     c, r = _curves_runs("fig7", [SLIDE, slow], seeds=(0, 1, 2))
+    gpu = r[r["label"] == "TF-full"].assign(label="TF-GPU", device="gpu", status="skipped", train_time_s=0.0,
+                                            samples_seen=0, steps=0, final_p_at_1=np.nan,
+                                            time_to_target_s=np.nan, run_id=lambda d: d["run_id"] + "gpu")
+    r = pd.concat([r, gpu], ignore_index=True)
     _write(res, "fig7", c, r)
     tab = report.group_table(r)
     sp = report.speedups(tab)
+    assert list(sp["baseline"]) == ["TF-full"]          # the skipped GPU row is not compared
+    assert "skipped" in set(tab["statuses"])
     row = sp.iloc[0]
     assert np.isnan(row["ttt_ratio"])
     slide_ttt = tab.set_index("label").loc["SLIDE", "ttt_olympic_s"]
