@@ -482,6 +482,22 @@ def test_bad_configuration_raises_clear_error(kwargs, msg):
                                     cfg["family"])
 
 
+def test_range_pow_too_large_for_memory_is_a_memory_error():
+    # 255 tables x 2**30 buckets of offsets = 1.1 TB: refused up front with the estimate, no crash
+    with pytest.raises(MemoryError, match=r"need about [\d,]+ bytes"):
+        LSHIndex("dwta", 16, 4, 255, 30, 8)
+
+
+def test_empty_insert_and_queries_on_empty_tables():
+    idx = LSHIndex("wta", 16, 2, 4, 6, 8)
+    x = np.ones(16, np.float32)
+    assert len(idx.query(x)[0]) == 0                       # never built
+    idx.insert(np.zeros((0, 4), np.int32))
+    assert idx.n_items == 0 and len(idx.query(x, mode="topk", target=5)[0]) == 0
+    idx.build(np.ones((3, 16), np.float32))
+    assert sorted(idx.query(x)[0].tolist()) == [0, 1, 2]   # identical rows share every bucket
+
+
 def test_bad_inputs_raise_clear_errors():
     idx = LSHIndex("dwta", 16, 4, 8, 10, 8)
     with pytest.raises(ValueError, match="columns, expected dim=16"):
