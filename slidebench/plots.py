@@ -644,6 +644,9 @@ def fig_samplers(s: Summary, out_dir: Path) -> list[Path]:
             labels = [f"{a}\n{b:.0f} active" if np.isfinite(b) else a for a, b in zip(labels, d["active_mean"])]
         ax.set_xticks(x)
         ax.set_xticklabels(labels, fontsize=7)
+        pos = d["us_per_sample"][d["us_per_sample"] > 0]
+        if len(pos) and pos.max() / pos.min() > 20:      # e.g. the full sampler next to LSH ones
+            ax.set_yscale("log")
         ax.set_ylabel("microseconds per sample (median, min..max)")
         ax.set_title({"query": "sampling (LSH query) cost", "train": "training step cost"}.get(w, w))
     shape = ""
