@@ -12,6 +12,8 @@ named time_*/peakmem_*/track_*, and importing it does nothing):
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/tf_shape.py [--threads 1 2] [--quick]
     .venv/bin/python benchmarks/tf_shape.py --variant tuned:xla=false    # a configuration with overrides
+    .venv/bin/python benchmarks/tf_shape.py --interleave --systems tf_full_softmax --threads 1 \
+        --variant paper tuned:xla=false tuned --chunks 10 --chunk 2     # one-process A/B, interleaved
 """
 from __future__ import annotations
 
@@ -89,6 +91,35 @@ def child(system: str, variant: str, threads: int, chunk: int, chunks: int, warm
             "intra": d["intra_op_threads"], "inter": d["inter_op_threads"]}
 
 
+def interleaved(system: str, variants: list[str], threads: int, reps: int, chunk: int) -> None:
+    """All variants in ONE process (same thread pools), their chunks interleaved round-robin, so machine
+    load hits every variant alike: the fairest A/B on a shared machine. Variants must not differ in thread
+    settings (inter_op_threads), which are per process."""
+    from slidebench.trainers import get_trainer
+
+    ds = make_dataset(SHAPE["batch_size"] * 64)
+    trainers = []
+    for v in variants:
+        config, _, over = v.partition(":")
+        tr = get_trainer(system)()
+        tr.setup(ds, {"config": config, "batch_size": SHAPE["batch_size"], "hidden": [SHAPE["hidden"]],
+                      **parse_overrides(over)}, seed=0, n_threads=threads)
+        tr.train_steps(2)
+        trainers.append(tr)
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for r in range(reps):
+        for v, tr in zip(variants, trainers):
+            t0 = time.perf_counter()
+            tr.train_steps(chunk)
+            times[v].append((time.perf_counter() - t0) / chunk)
+        print(f"[tf_shape] round {r + 1}/{reps}", file=sys.stderr, flush=True)
+    ref = statistics.median(times[variants[0]])
+    print(f"{system}, {threads} thread(s), one process, {reps} interleaved rounds of {chunk} steps (median):")
+    for v in variants:
+        m = statistics.median(times[v])
+        print(f"  {v:50s} {m * 1e3:8.1f} ms/step  {ref / m:5.2f}x vs {variants[0]}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--systems", nargs="+", default=["tf_full_softmax", "tf_sampled_softmax"])
@@ -104,6 +135,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="3 chunks of 3 steps")
     ap.add_argument("--env", nargs="*", default=[], metavar="KEY=VALUE",
                     help="environment for the children, e.g. TF_ENABLE_ONEDNN_OPTS=0")
+    ap.add_argument("--interleave", action="store_true",
+                    help="A/B mode: the variants of the first system at the first thread count in one process, "
+                         "steps interleaved (--chunks rounds of --chunk steps)")
     ap.add_argument("--json", help="write all results to this file")
     ap.add_argument("--child", nargs=3, metavar=("SYSTEM", "VARIANT", "THREADS"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -114,6 +148,9 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps(res), flush=True)
         return 0
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if a.interleave:
+        interleaved(a.systems[0], a.variant, a.threads[0], max(a.chunks, 3), a.chunk)
+        return 0
     env = dict(os.environ)
     for item in a.env:
         key, sep, val = item.partition("=")
