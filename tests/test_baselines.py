@@ -271,3 +271,29 @@ def test_other_thread_settings_in_same_process_is_a_clear_error():
     from slidebench.trainers import get_trainer
     with pytest.raises(RuntimeError, match="already initialised"):
         get_trainer("tf_full_softmax")().setup(ds, {"batch_size": 8, "hidden": [4]}, seed=0, n_threads=2)
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("multilabel", ["one_random", "padded"])
+def test_sampled_label_encoding(multilabel):
+    """padded: own labels cycled to num_true slots (a cyclic window when there are more); one_random: one
+    true label; label-less rows are masked (has = 0) and every encoded label is a true label of its row."""
+    ds = planted(n_train=64, n_test=8, n_labels=12)
+    tr = make_trainer("tf_sampled_softmax", ds, {"config": "tuned", "batch_size": 16, "hidden": [4],
+                                                 "multilabel": multilabel, "num_true": 3, "num_sampled": 4})
+    Y = _csr([0, 1, 1, 3, 3, 3, 3, 3], [5, 2, 7, 0, 1, 4, 8, 9], np.ones(8), (4, 12))   # |y| = 1, 2, 0, 5
+    for _ in range(20):
+        labels, has, n_real = tr._encode_y(Y)
+        T = 3 if multilabel == "padded" else 1
+        assert labels.shape == (4, T) and labels.dtype == np.int64 and n_real == 4
+        np.testing.assert_array_equal(has, [1, 1, 0, 1])
+        for i in (0, 1, 3):
+            true = Y.indices[Y.indptr[i]:Y.indptr[i + 1]]
+            assert set(labels[i]) <= set(true)
+        if multilabel == "padded":
+            np.testing.assert_array_equal(labels[0], [5, 5, 5])
+            np.testing.assert_array_equal(labels[1], [2, 7, 2])
+            assert len(set(labels[3])) == 3               # a window of 3 distinct labels out of 5
+    assert tr.describe()["traces"] == 1
+    st = tr.train_steps(3)
+    assert np.isfinite(st.loss) and st.counters["num_true"] == (3.0 if multilabel == "padded" else 1.0)
