@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
 
-    from slidebench.engine import build_info, triad_bandwidth
+    from slidebench.engine import build_info, parallel_capacity, triad_bandwidth
     print("engine:", json.dumps(build_info()))
     print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}  cores={os.cpu_count()}")
     print(f"shape: {SHAPE}")
@@ -168,6 +168,10 @@ def main(argv=None) -> int:
     triad = {nt: triad_bandwidth(1 << 25, nt, 5) for nt in args.threads}
     for nt, bw in triad.items():
         print(f"STREAM-style triad (float32, 3 x 128 MiB, best of 5), {nt} thread(s): {bw / 1e9:.2f} GB/s")
+    cap = {nt: parallel_capacity(nt) for nt in args.threads if nt > 1}
+    for nt, c in cap.items():
+        print(f"parallel capacity (pure compute, {nt} threads vs 1): {c:.2f}x "
+              f"(about {nt} on an idle machine; lower = other processes hold the cores)")
     results = []
     for sampler in args.samplers:
         for nt in args.threads:
@@ -206,7 +210,8 @@ def main(argv=None) -> int:
     print("note: timings on a shared machine are noisy; compare the ratios.")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"triad_bytes_per_s": triad, "results": results, "build": build_info()}, f, indent=1)
+            json.dump({"triad_bytes_per_s": triad, "parallel_capacity": cap, "results": results,
+                       "build": build_info()}, f, indent=1)
     return 0
 
 

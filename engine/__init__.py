@@ -71,7 +71,7 @@ if (_HERE / "_omp.pyx").exists():  # source checkout (editable): check the build
 
 from ._omp import openmp_enabled, max_threads, set_num_threads  # noqa: E402
 from .network import Network, estimate_memory, parse_config  # noqa: E402
-from ._core import triad_bandwidth, kernels_dispatch  # noqa: E402
+from ._core import triad_bandwidth, parallel_capacity, kernels_dispatch  # noqa: E402
 
 # LSH part (engine/_lsh.pyx, the LSH helper's): the standalone LSHIndex.
 if (_HERE / "_lsh.pyx").exists() or list(_HERE.glob("_lsh*.so")):
@@ -87,4 +87,4 @@ def build_info() -> dict:
 
 
 __all__ = ["openmp_enabled", "max_threads", "set_num_threads", "build_info", "Network", "estimate_memory",
-           "parse_config", "triad_bandwidth", "kernels_dispatch", "LSHIndex"]
+           "parse_config", "triad_bandwidth", "parallel_capacity", "kernels_dispatch", "LSHIndex"]

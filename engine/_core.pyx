@@ -58,8 +58,10 @@ cdef enum:
     OPT_ADAM = 0
     OPT_SGD = 1
     MAX_TABLES = 255
+    KEYS_STRIDE = 272         # ints per thread for hash keys (>= MAX_TABLES, a multiple of 64 bytes)
     PF_AHEAD = 4              # rows prefetched ahead in gathers of weight rows
     PB = 16                   # samples per block in the exact predict's output pass
+    PBS = 32                  # per-thread stride of the block buffers (PB + a line of padding)
 
 SAMPLERS = {"full": SAMP_FULL, "lsh": SAMP_LSH, "random": SAMP_RANDOM}
 FAMILIES = {"simhash": SB_SIMHASH, "wta": SB_WTA, "dwta": SB_DWTA, "doph": SB_DOPH}
@@ -70,6 +72,20 @@ INSERTIONS = {"fifo": SB_FIFO, "reservoir": SB_RESERVOIR}
 def kernels_dispatch() -> str:
     """How the hot kernels were compiled (target_clones dispatch or a single native version)."""
     return sb_kernels_dispatch().decode()
+
+
+cdef long _pad(long n):
+    """Round an element count up to a multiple of 64 and add 64 (per-thread / per-sample strides:
+    64-byte multiples for 1- and 4-byte elements, with at least a line of padding)."""
+    return ((n + 63) // 64) * 64 + 64
+
+
+def _aligned_zeros(long n, dtype):
+    """Zeroed 1-d array whose data starts on a 64-byte boundary."""
+    itemsize = np.dtype(dtype).itemsize
+    buf = np.zeros(n + 64 // itemsize + 1, dtype)
+    off = ((-buf.ctypes.data) % 64) // itemsize
+    return buf[off:off + n]
 
 
 cdef struct Net:
@@ -155,7 +171,7 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
     cdef unsigned char* marks = wk.marks + tid * wk.maxn
     cdef unsigned char* counts = wk.counts + tid * wk.maxn
     cdef float* dense = wk.dense + tid * wk.maxn
-    cdef int* keys = wk.keys + tid * MAX_TABLES
+    cdef int* keys = wk.keys + tid * KEYS_STRIDE
     cdef uint64_t rng = seed_for(net.seed ^ wk.stream, wk.sample_base + s)
     cdef int* ids_s
     cdef int* pids
@@ -391,7 +407,8 @@ cdef struct Upd:
     float* vW
     float* mb
     float* vb
-    float* grad                # [nt * row_len]
+    float* grad                # [nt * grad_stride]
+    long grad_stride
 
 
 cdef inline void bias_step(Upd* u, float* b, int j, float g) noexcept nogil:
@@ -417,7 +434,7 @@ cdef void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept nogil:
     """Gradient of one touched row (sum over the samples that touched it, ascending) + one step."""
     cdef int l = u.layer, j, e, s, pos, i, n, e0, e1
     cdef int rl = u.row_len
-    cdef float* g = u.grad + <long>tid * rl
+    cdef float* g = u.grad + <long>tid * u.grad_stride
     cdef float gb = 0.0, dv
     cdef float* a
     cdef int* pids
@@ -637,12 +654,17 @@ cdef class Core:
 
     # ------------------------------------------------------------------------------- scratch
     cdef _get_scratch(self, int nt):
+        """Per-thread scratch: every thread's part starts on its own 64-byte line with a line of
+        padding after it, so threads never write the same cache line (false sharing cost the second
+        thread all its gain before this)."""
         cdef long maxn = max(self.net.sizes[l] for l in range(self.net.n_layers + 1))
         cdef long maxrow = max([self.net.sizes[1]] + [self.net.sizes[l] for l in range(1, self.net.n_layers)])
+        maxn = _pad(maxn)
+        maxrow = _pad(maxrow)
         if self._scratch is None or self._scratch[0] < nt:
-            self._scratch = (nt, maxn, np.zeros(nt * maxn, np.uint8), np.zeros(nt * maxn, np.uint8),
-                             np.zeros(nt * maxn, np.float32), np.zeros(nt * MAX_TABLES, np.int32),
-                             np.zeros(nt * maxrow, np.float32), maxrow)
+            self._scratch = (nt, maxn, _aligned_zeros(nt * maxn, np.uint8), _aligned_zeros(nt * maxn, np.uint8),
+                             _aligned_zeros(nt * maxn, np.float32), _aligned_zeros(nt * KEYS_STRIDE, np.int32),
+                             _aligned_zeros(nt * maxrow, np.float32), maxrow)
         return self._scratch
 
     cdef _setup_work(self, Work* wk, int b, int slots, int training, int exact, int max_labels, list keep):
@@ -660,15 +682,16 @@ cdef class Core:
                 if l == L - 1 and training:
                     cap += max_labels
                 cap = min(cap, n_out)
+            cap = <int>_pad(cap)           # slots of different threads never share a cache line
             wk.stride[l] = cap
-            a = np.empty(<long>slots * cap, np.float32); keep.append(a); fv = a; wk.act[l] = &fv[0]
-            a = np.empty(<long>slots * cap, np.float32) if training else np.empty(1, np.float32)
+            a = _aligned_zeros(<long>slots * cap, np.float32); keep.append(a); fv = a; wk.act[l] = &fv[0]
+            a = _aligned_zeros(<long>slots * cap, np.float32) if training else np.empty(1, np.float32)
             keep.append(a); fv = a; wk.dlt[l] = &fv[0]
             a = np.zeros(slots, np.int32); keep.append(a); iv = a; wk.nact[l] = &iv[0]
             if wk.full[l]:
                 wk.ids[l] = NULL
             else:
-                a = np.empty(<long>slots * cap, np.int32); keep.append(a); iv = a; wk.ids[l] = &iv[0]
+                a = _aligned_zeros(<long>slots * cap, np.int32); keep.append(a); iv = a; wk.ids[l] = &iv[0]
 
     # ------------------------------------------------------------------------------- training
     def train_batch(self, int[::1] xptr, int[::1] xind, float[::1] xval, int[::1] yptr, int[::1] yind,
@@ -738,6 +761,7 @@ cdef class Core:
             n_out = net.sizes[l + 1]
             u.row_len = n_out if l == 0 else net.sizes[l]
             u.grad = &f2[0]
+            u.grad_stride = sc[7]
             if self.opt == OPT_ADAM:
                 f1 = self.mW[l]; u.mW = &f1[0]
                 f1 = self.vW[l]; u.vW = &f1[0]
@@ -814,7 +838,7 @@ cdef class Core:
                 for j in prange(h, num_threads=nt, schedule="static"):
                     g = 0.0
                     for s in range(b):
-                        g = g + wk.dlt[0][<long>s * h + j]
+                        g = g + wk.dlt[0][<long>s * wk.stride[0] + j]
                     bias_step(u, bb, j, g)
             return
         cnt = np.zeros(h + 1, np.int32); rs = np.zeros(h + 1, np.int32); tch = np.zeros(h + 1, np.int32)
@@ -879,8 +903,8 @@ cdef class Core:
             wk.hidden_only = 1
             Hv = np.empty(<long>n * net.sizes[net.n_layers - 1], np.float32)
             wk.H = &Hv[0]
-            bufv = np.empty(nt * PB, np.float32)
-            cntv = np.zeros(nt * PB, np.int32)
+            bufv = _aligned_zeros(nt * PBS, np.float32)
+            cntv = _aligned_zeros(nt * PBS, np.int32)
             nblk = (n + PB - 1) // PB
         with nogil, parallel(num_threads=nt):
             tid = threadid()
@@ -897,7 +921,7 @@ cdef class Core:
                     nb = n - s0
                     if nb > PB:
                         nb = PB
-                    topk_block(net, wk.H, s0, nb, k, wk.topv, wk.topi, &cntv[tid * PB], &bufv[tid * PB])
+                    topk_block(net, wk.H, s0, nb, k, wk.topv, wk.topi, &cntv[tid * PBS], &bufv[tid * PBS])
         return out
 
 
@@ -919,6 +943,30 @@ cdef void topk_block(const Net* net, const float* H, int s0, int nb, int k, floa
     for s in range(nb):
         for j in range(cnt[s], k):
             ti[<long>(s0 + s) * k + j] = -1
+
+
+def parallel_capacity(int n_threads=2, long iters=100000000) -> float:
+    """Speedup of `n_threads` threads over one on a pure-compute loop (no memory traffic): about
+    n_threads on an idle machine, less when other processes hold the cores. Benchmarks print it so
+    a reader can tell whether a thread-scaling figure was limited by the engine or by the machine."""
+    cdef int t, nt = max(1, n_threads)
+    cdef long i
+    cdef double x
+    cdef double[::1] sink = np.zeros(64 * nt, np.float64)
+    t0 = time.perf_counter()
+    with nogil:
+        for i in range(iters):
+            sink[0] = sink[0] * 0.999999 + 1e-9
+    one = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with nogil:
+        for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
+            x = 0.0
+            for i in range(iters):
+                x = x * 0.999999 + 1e-9
+            sink[64 * t] = x
+    many = time.perf_counter() - t0
+    return nt * one / many
 
 
 def triad_bandwidth(long n=1 << 24, int n_threads=1, int repeats=5) -> float:
