@@ -73,9 +73,7 @@ from ._omp import openmp_enabled, max_threads, set_num_threads  # noqa: E402
 from .network import Network, estimate_memory, parse_config  # noqa: E402
 from ._core import triad_bandwidth, parallel_capacity, kernels_dispatch  # noqa: E402
 
-# LSH part (engine/_lsh.pyx, the LSH helper's): the standalone LSHIndex.
-if (_HERE / "_lsh.pyx").exists() or list(_HERE.glob("_lsh*.so")):
-    from ._lsh import LSHIndex  # noqa: E402,F401
+from ._lsh import LSHIndex  # noqa: E402  (the LSH part: engine/_lsh.pyx)
 
 
 def build_info() -> dict:
