@@ -179,6 +179,24 @@ def measure_samplers(p: dict[str, Any], *, data, n_threads: int, seed: int, say:
                          us_per_sample_min=float(ts.min()), us_per_sample_max=float(ts.max()), repeats=reps,
                          n_measured=n_q, active_mean=float(np.mean(sizes))))
         say(f"query {s}: {np.median(ts):.2f} us/sample, {np.mean(sizes):.0f} candidates")
+    # (a') the same in the compiled kernels alone: hashing the whole query batch in one call, and
+    # LSHIndex.time_queries (lsh_query back to back on precomputed keys: no Python, no hashing)
+    if hasattr(idx, "time_queries"):
+        def hash_batch():
+            return idx.hash(H)
+        keys = np.asarray(hash_batch())
+        ts = np.array(_timeit(hash_batch, reps)) / n_q * 1e6
+        rows.append(dict(base, sampler="hash only", what="kernel", us_per_sample=float(np.median(ts)),
+                         us_per_sample_min=float(ts.min()), us_per_sample_max=float(ts.max()), repeats=reps,
+                         n_measured=n_q, active_mean=float("nan")))
+        for s in p["samplers"]:
+            idx.time_queries(keys, mode=s, target=target, min_hits=m)      # warm-up
+            res = [idx.time_queries(keys, mode=s, target=target, min_hits=m) for _ in range(reps)]
+            ts = np.array([r[0] for r in res]) * 1e6
+            rows.append(dict(base, sampler=s, what="kernel", us_per_sample=float(np.median(ts)),
+                             us_per_sample_min=float(ts.min()), us_per_sample_max=float(ts.max()), repeats=reps,
+                             n_measured=n_q, active_mean=float(res[0][1])))
+            say(f"kernel {s}: {np.median(ts):.2f} us/sample")
     # (b) whole training step per sampler on the experiment's data
     if p["train"]:
         if data is None:

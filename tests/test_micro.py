@@ -108,6 +108,8 @@ def test_fig4_through_the_cli_at_tiny_scale(tmp_path):
         <= set(df.columns)
     q = df[df["what"] == "query"]
     assert {"hash only", "vanilla", "topk", "threshold"} == set(q["sampler"])
+    k = df[df["what"] == "kernel"]            # compiled kernels alone (LSHIndex.time_queries)
+    assert {"hash only", "vanilla", "topk", "threshold"} == set(k["sampler"])
     t = df[df["what"] == "train"]
     assert {"vanilla", "topk", "threshold", "random", "full"} == set(t["sampler"])
     assert (df["us_per_sample"] > 0).all()
