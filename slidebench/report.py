@@ -263,9 +263,13 @@ def _micro_section(s: Summary) -> tuple[str, str]:
                 ("us_per_sample_min", "min"), ("us_per_sample_max", "max")]
         if "active_mean" in df.columns:
             cols.append(("active_mean", "mean active neurons"))
-        q = df[df["what"] == "query"].set_index("sampler")["us_per_sample"] if "what" in df else pd.Series()
-        meas = ", ".join(f"{k} {_fmt(v, 2)} us" for k, v in q.items())
-        return _md_table(df, cols), (f"query cost per sample: {meas}." if meas else "")
+        parts = []
+        for what, name in (("kernel", "sampler kernels alone"), ("query", "query via Python"),
+                           ("train", "training step")):
+            q = df[df["what"] == what].set_index("sampler")["us_per_sample"] if "what" in df else pd.Series()
+            if len(q):
+                parts.append(f"{name}: " + ", ".join(f"{k} {_fmt(v, 2)} us" for k, v in q.items()))
+        return _md_table(df, cols), ("per sample, " + "; ".join(parts) + ".") if parts else ""
     if s.name == "fig11":
         me = df[df["source"] == "measured"].copy()
         if len(me) == 0:
