@@ -815,12 +815,17 @@ cdef class Core:
         stats["time_forward_backward_s"] = t_b - t_a
         stats["time_update_s"] = time.perf_counter() - t_b
         n_act = np.asarray(<int[:b]> wk.nact[L - 1])
-        if keep_active:      # debug hook: each sample's output active set (ids), for tests
-            if wk.full[L - 1]:
-                stats["active"] = [np.arange(net.sizes[L], dtype=np.int32) for s in range(b)]
-            else:
-                ids_all = np.asarray(<int[:b * wk.stride[L - 1]]> wk.ids[L - 1]).reshape(b, wk.stride[L - 1])
-                stats["active"] = [ids_all[s, :n_act[s]].copy() for s in range(b)]
+        if keep_active:      # debug hook for tests: each sample's active set (ids) in every layer
+            layers = []
+            for l in range(L):
+                if wk.full[l]:
+                    layers.append([np.arange(net.sizes[l + 1], dtype=np.int32) for s in range(b)])
+                else:
+                    na = np.asarray(<int[:b]> wk.nact[l])
+                    ids_all = np.asarray(<int[:b * wk.stride[l]]> wk.ids[l]).reshape(b, wk.stride[l])
+                    layers.append([ids_all[s, :na[s]].copy() for s in range(b)])
+            stats["active_layers"] = layers
+            stats["active"] = layers[L - 1]
         stats["mean_active_out"] = float(n_act.mean())
         nc = np.asarray(ncand)
         stats["mean_lsh_candidates"] = float(nc[nc >= 0].mean()) if (nc >= 0).any() else float("nan")

@@ -297,6 +297,7 @@ class Network:
                 del w
         self.debug_keep_active = False   # tests: keep each sample's output active set in last_active
         self.last_active = None
+        self.last_active_layers = None
         self._tabled = [l for l in range(L) if samplers[l] == "lsh"]
         self._generation = {l: 0 for l in self._tabled}
         # refresh schedule state (samples / batches since the last rehash / rebuild)
@@ -384,6 +385,7 @@ class Network:
         loss, st = self._core.train_batch(X.indptr, X.indices, X.data, Y.indptr, Y.indices, b, max_labels,
                                           self.debug_keep_active)
         self.last_active = st.get("active")
+        self.last_active_layers = st.get("active_layers")
         c = self._c
         c["step_time_s"] += time.perf_counter() - t0
         c["steps"] += 1

@@ -318,3 +318,79 @@ def test_bad_batches_raise_value_error():
         net.predict_topk(X, 2, mode="fast")
     with pytest.raises(ValueError, match="n_threads"):
         Network.from_params(20, 10, {"sampler": "full"}, n_threads=0)
+
+
+# ------------------------------------------------------------------- sampled hidden layers
+
+
+def masked_reference_step(ref: NumpyNet, X, Y, active):
+    """One step of the engine's semantics with given active sets per layer and sample (inactive
+    neurons count as 0; softmax over the output's active set; touched rows = features in the batch
+    for W0, union of active sets for neuron-major layers and for every layer's biases)."""
+    b = X.shape[0]
+    L = ref.n_layers
+    masks = []
+    for l in range(L):
+        n = ref.p[f"b{l}"].shape[0]
+        m = np.zeros((b, n), bool)
+        for s in range(b):
+            m[s, active[l][s]] = True
+        masks.append(m)
+    a = [X.toarray().astype(np.float64)]
+    for l in range(L):
+        z = a[-1] @ ref.p[f"W{l}"] + ref.p[f"b{l}"]
+        if l < L - 1:
+            z = np.maximum(z, 0)
+        a.append(np.where(masks[l], z, 0.0))
+    z = a[-1]
+    Yd = Y.toarray() > 0
+    ny = Yd.sum(1)
+    zm = np.where(masks[-1], z, -np.inf)
+    zmax = zm.max(1, keepdims=True)
+    e = np.where(masks[-1], np.exp(zm - zmax), 0.0)
+    p = e / e.sum(1, keepdims=True)
+    t = np.where(ny[:, None] > 0, Yd / np.maximum(ny, 1)[:, None], 0.0)
+    assert np.all(masks[-1][Yd]), "labels must be active"
+    loss = np.where(ny > 0, np.log(e.sum(1)) + zmax[:, 0] - (Yd * np.where(masks[-1], z, 0)).sum(1) / np.maximum(ny, 1), 0)
+    dz = np.where(ny[:, None] > 0, p - t, 0.0) / b * masks[-1]
+    grads = {}
+    for l in range(L - 1, -1, -1):
+        grads[f"W{l}"] = a[l].T @ dz
+        grads[f"b{l}"] = dz.sum(0)
+        if l > 0:
+            dz = (dz @ ref.p[f"W{l}"].T) * (a[l] > 0) * masks[l - 1]
+    ref.t += 1
+    for k, g in grads.items():
+        l = int(k[1:])
+        if k == "W0":
+            sel = (np.unique(X.indices), slice(None))
+        elif k.startswith("W"):
+            sel = (slice(None), masks[l].any(0))          # Keras layout: neuron j is column j
+        else:
+            sel = (masks[l].any(0),)
+        m, v = ref.m[k], ref.v[k]
+        m[sel] = ref.b1 * m[sel] + (1 - ref.b1) * g[sel]
+        v[sel] = ref.b2 * v[sel] + (1 - ref.b2) * g[sel] ** 2
+        ref.p[k][sel] -= ref.lr * (m[sel] / (1 - ref.b1 ** ref.t)) / (np.sqrt(v[sel] / (1 - ref.b2 ** ref.t)) + ref.eps)
+    return loss.mean()
+
+
+@pytest.mark.parametrize("hidden", [[16], [16, 12]])
+def test_sampled_hidden_layers_equal_masked_numpy_reference(hidden):
+    """lsh_layers="all" with the random sampler: sampled layer 0 (feature-major gather and scatter),
+    sparse inputs to later layers (gather dot, scatter gradient), sampled output."""
+    rng = np.random.default_rng(12)
+    F, C, b = 40, 30, 10
+    net = Network.from_params(F, C, {"hidden": hidden, "sampler": "random", "lsh_layers": "all", "active": 0.5,
+                                     "lr": 1e-2, "init_std": 0.3}, seed=3, n_threads=2)
+    net.debug_keep_active = True
+    ref = NumpyNet(net.get_params(), "adam", lr=1e-2)
+    for it in range(3):
+        X, Y = random_batch(rng, b, F, C, empty_label_rows=(4,) if it == 2 else ())
+        loss = net.train_batch(X, Y)
+        act = net.last_active_layers
+        for l, n in enumerate(hidden):      # hidden layers really sampled: half of each layer per sample
+            assert all(len(a) == net.cfg.target(l) == -(-n // 2) for a in act[l])
+        loss_ref = masked_reference_step(ref, X, Y, act)
+        assert loss == pytest.approx(loss_ref, rel=1e-4, abs=1e-6)
+        assert_params_close(net.get_params(), ref.p)

@@ -174,3 +174,31 @@ def test_lsh_learns_within_two_points_of_full_at_a_fraction_of_the_work():
     assert p_lsh >= p_full - 0.02
     assert c["frac_out_active"] < 0.07       # at about 5% of the output layer's work
     assert c["mean_lsh_candidates"] > 5      # the tables, not only the padding, chose neurons
+
+
+def test_lsh_on_every_layer_runs_deterministically():
+    """lsh_layers="all": layer 0's tables hash the columns of the feature-major W0 and are queried
+    with the sparse input; the output's with the sampled hidden layer (densified)."""
+    rng = np.random.default_rng(7)
+    F, C = 300, 400
+    batches = [random_batch(rng, 24, F, C, nnz=12) for _ in range(4)]
+    params = {"hidden": [48], "sampler": "vanilla", "lsh_layers": "all", "hash": "simhash", "K": 4, "L": 12,
+              "range_pow": 8, "active": 0.25, "rehash_every": 48, "lr": 1e-2}
+    out = []
+    for nt in (1, 2):
+        net = Network.from_params(F, C, params, seed=5, n_threads=nt)
+        net.debug_keep_active = True
+        losses = [net.train_batch(X, Y) for X, Y in batches]
+        act = net.last_active_layers
+        assert all(len(a) == 12 for a in act[0])             # 25% of 48 hidden neurons
+        X, Y = batches[-1]
+        for s, a in enumerate(act[1]):
+            labels = Y.indices[Y.indptr[s]:Y.indptr[s + 1]]
+            assert list(a[:len(labels)]) == list(labels)
+        assert np.isfinite(losses).all()
+        assert net.counters()["rehashes"] >= 1
+        out.append((losses, net.get_params(), net.predict_topk(X, 3, mode="lsh")))
+    assert out[0][0] == out[1][0]
+    for k in out[0][1]:
+        assert np.array_equal(out[0][1][k], out[1][1][k]), k
+    assert np.array_equal(out[0][2], out[1][2])
