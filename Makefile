@@ -47,7 +47,8 @@ figures: venv
 report: figures
 
 asv: build
-	$(VPY) -m asv run --python=same --quick --show-stderr --dry-run $(ASV_ARGS)
+	$(VPY) -m asv machine --yes
+	$(VPY) -m asv run --python=same --quick --show-stderr $(ASV_ARGS)
 
 clean-results:
 	rm -rf results/raw results/summary results/figures results/REPORT.md

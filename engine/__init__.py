@@ -66,7 +66,9 @@ def _check_fresh() -> None:
             raise ImportError(msg)
 
 
-if (_HERE / "_omp.pyx").exists():  # source checkout (editable): check the build matches the source
+# Only in a source checkout (editable install: engine/ beside setup.py). An installed wheel also ships
+# the .pyx files, with fresh timestamps, and must not be judged stale.
+if (_HERE.parent / "setup.py").exists() and (_HERE / "_omp.pyx").exists():
     _check_fresh()
 
 from ._omp import openmp_enabled, max_threads, set_num_threads  # noqa: E402

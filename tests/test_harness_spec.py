@@ -194,3 +194,19 @@ def test_shipped_experiment_files_parse():
         exp = load_experiment(f)
         if exp.kind == "train":
             assert expand(exp, scale="tiny")
+
+
+def test_per_preset_target_resolves_per_run_and_bad_tables_name_the_key(tmp_path):
+    text = GOOD.replace("{{", "{").replace("}}", "}")
+    p = write(tmp_path, text.replace("target_p_at_1 = 0.3", "target_p_at_1 = { amazon = 0.15, delicious = 0.25 }"))
+    runs = expand(load_experiment(p))
+    by_preset = {r.data["preset"]: r.budget["target_p_at_1"] for r in runs}
+    assert by_preset == {"amazon": 0.15, "delicious": 0.25}
+    # a preset missing from the table runs without a target (and hashes differently from one with it)
+    p2 = write(tmp_path, text.replace("target_p_at_1 = 0.3", "target_p_at_1 = { amazon = 0.15 }"), "exp2")
+    runs2 = expand(load_experiment(p2))
+    assert all("target_p_at_1" not in r.budget for r in runs2 if r.data["preset"] == "delicious")
+    for bad, msg in [("{ amazn = 0.2 }", "target_p_at_1.amazn"), ("{ amazon = 1.5 }", "target_p_at_1.amazon")]:
+        p3 = write(tmp_path, text.replace("target_p_at_1 = 0.3", f"target_p_at_1 = {bad}"), "exp3")
+        with pytest.raises(SpecError, match=msg):
+            load_experiment(p3)
