@@ -71,6 +71,8 @@ class Experiment:
     batch_sizes: tuple[int, ...]
     systems: tuple[SystemSpec, ...]
     raw: dict[str, Any]
+    budget_scales: dict[str, dict[str, Any]] = field(default_factory=dict)   # [budget.<scale>] merged
+    eval_scales: dict[str, dict[str, Any]] = field(default_factory=dict)     # [eval.<scale>] merged
 
 
 @dataclass(frozen=True)
@@ -265,62 +267,16 @@ def parse_experiment(raw: dict[str, Any], path: str | Path) -> Experiment:
 
     budget: dict[str, Any] = {}
     evalc: dict[str, Any] = {}
+    budget_scales: dict[str, dict[str, Any]] = {}
+    eval_scales: dict[str, dict[str, Any]] = {}
     systems: list[SystemSpec] = []
     if kind == "train":
-        # [budget]
-        if "budget" not in raw:
-            raise _err(path, "top level:", "missing required table [budget]")
-        b = _check_keys(path, "[budget]", raw["budget"], _KEYS["budget"])
-        if not any(k in b for k in ("train_seconds", "epochs", "steps")):
-            raise _err(path, "[budget]", "needs at least one of 'train_seconds', 'epochs', 'steps'")
-        if "train_seconds" in b:
-            budget["train_seconds"] = _pos_num(path, "[budget]", "train_seconds", b["train_seconds"])
-        if "epochs" in b:
-            budget["epochs"] = _pos_num(path, "[budget]", "epochs", b["epochs"])
-        if "steps" in b:
-            budget["steps"] = _pos_int(path, "[budget]", "steps", b["steps"])
-        if "target_p_at_1" in b:
-            # a number, or a table {preset = number} (presets differ in how hard they are: the
-            # majority-label P@1 is 0.06 on the amazon look-alike and 0.15 on delicious)
-            t = b["target_p_at_1"]
-            table = t if isinstance(t, dict) else {None: t}
-            for k, v in table.items():
-                where = "target_p_at_1" if k is None else f"target_p_at_1.{k}"
-                if k is not None and k not in PRESETS:
-                    raise _err(path, "[budget]", f"key '{where}': unknown preset {k!r} (known: {', '.join(PRESETS)})")
-                if not _is_num(v) or not (0 < v <= 1):
-                    raise _err(path, "[budget]", f"key '{where}' must be a number in (0, 1], got {v!r}")
-            budget["target_p_at_1"] = dict(t) if isinstance(t, dict) else t
-        st = b.get("stop_at_target", True)
-        if not isinstance(st, bool):
-            raise _err(path, "[budget]", f"key 'stop_at_target' must be true or false, got {st!r}")
-        budget["stop_at_target"] = st
-
-        # [eval]
-        if "eval" not in raw:
-            raise _err(path, "top level:", "missing required table [eval]")
-        e = _check_keys(path, "[eval]", raw["eval"], _KEYS["eval"])
-        if ("every_seconds" in e) == ("every_steps" in e):
-            raise _err(path, "[eval]", "needs exactly one of 'every_seconds' and 'every_steps'")
-        if "every_seconds" in e:
-            if protocol == "paper":
-                raise _err(path, "[eval]", "key 'every_seconds' is not allowed with protocol 'paper' "
-                                           "(the 2019 release evaluates every N batches: use 'every_steps')")
-            evalc["every_seconds"] = _pos_num(path, "[eval]", "every_seconds", e["every_seconds"])
-        else:
-            evalc["every_steps"] = _pos_int(path, "[eval]", "every_steps", e["every_steps"])
-        if protocol == "fair":
-            for k in ("prefix_size", "epoch_prefix_size"):
-                if k in e:
-                    raise _err(path, "[eval]", f"key {k!r} applies only to protocol 'paper'")
-            evalc["subset_size"] = _pos_int(path, "[eval]", "subset_size", e.get("subset_size", DEFAULT_SUBSET))
-        else:
-            if "subset_size" in e:
-                raise _err(path, "[eval]", "key 'subset_size' applies only to protocol 'fair' "
-                                           "(the paper protocol evaluates on prefixes: 'prefix_size')")
-            evalc["prefix_size"] = _pos_int(path, "[eval]", "prefix_size", e.get("prefix_size", DEFAULT_PREFIX))
-            evalc["epoch_prefix_size"] = _pos_int(path, "[eval]", "epoch_prefix_size",
-                                                  e.get("epoch_prefix_size", DEFAULT_EPOCH_PREFIX))
+        # [budget] and [eval], each with optional per-scale override subtables ([budget.paper], ...)
+        for tbl in ("budget", "eval"):
+            if tbl not in raw:
+                raise _err(path, "top level:", f"missing required table [{tbl}]")
+        budget, budget_scales = _scaled(path, "budget", raw["budget"], lambda where, t: _parse_budget(path, where, t))
+        evalc, eval_scales = _scaled(path, "eval", raw["eval"], lambda where, t: _parse_eval(path, where, t, protocol))
 
         # [[systems]]
         if "systems" not in raw:
@@ -365,7 +321,8 @@ def parse_experiment(raw: dict[str, Any], path: str | Path) -> Experiment:
 
     return Experiment(name=name, path=path, kind=kind, protocol=protocol, description=description,
                       presets=presets, scale=scale, data_seed=data_seed, budget=budget, eval=evalc,
-                      seeds=seeds, threads=threads, batch_sizes=batch_sizes, systems=tuple(systems), raw=raw)
+                      seeds=seeds, threads=threads, batch_sizes=batch_sizes, systems=tuple(systems), raw=raw,
+                      budget_scales=budget_scales, eval_scales=eval_scales)
 
 
 # ------------------------------------------------------------------------------------- expansion
@@ -377,10 +334,85 @@ def resolve_threads(t: int | str) -> int:
     return int(t)
 
 
-def _budget_for(exp: "Experiment", preset: str) -> dict[str, Any]:
-    """The run's budget: a per-preset target table resolves to this preset's number (no target
-    when the table does not name the preset)."""
-    b = dict(exp.budget)
+def _scaled(path, name: str, table: Any, parse) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Parse a [budget]/[eval] table and its per-scale overrides: a subtable named after a scale
+    ([budget.paper]) replaces the keys it names for runs at that scale (a real data set via
+    --data-dir counts as scale "paper"). Returns (base, {scale: merged})."""
+    if not isinstance(table, dict):
+        raise _err(path, f"[{name}]", f"must be a table, got {type(table).__name__}")
+    base = {k: v for k, v in table.items() if k not in SCALES}
+    out_base = parse(f"[{name}]", base)
+    per_scale = {}
+    for sc in SCALES:
+        if sc in table:
+            if not isinstance(table[sc], dict):
+                raise _err(path, f"[{name}.{sc}]", f"must be a table, got {type(table[sc]).__name__}")
+            per_scale[sc] = parse(f"[{name}.{sc}]", {**base, **table[sc]})
+    return out_base, per_scale
+
+
+def _parse_budget(path, where: str, raw_b: dict[str, Any]) -> dict[str, Any]:
+    budget: dict[str, Any] = {}
+    b = _check_keys(path, where, raw_b, _KEYS["budget"])
+    if not any(k in b for k in ("train_seconds", "epochs", "steps")):
+        raise _err(path, where, "needs at least one of 'train_seconds', 'epochs', 'steps'")
+    if "train_seconds" in b:
+        budget["train_seconds"] = _pos_num(path, where, "train_seconds", b["train_seconds"])
+    if "epochs" in b:
+        budget["epochs"] = _pos_num(path, where, "epochs", b["epochs"])
+    if "steps" in b:
+        budget["steps"] = _pos_int(path, where, "steps", b["steps"])
+    if "target_p_at_1" in b:
+        # a number, or a table {preset = number} (presets differ in how hard they are: the
+        # majority-label P@1 is 0.06 on the amazon look-alike and 0.15 on delicious)
+        t = b["target_p_at_1"]
+        table = t if isinstance(t, dict) else {None: t}
+        for k, v in table.items():
+            key = "target_p_at_1" if k is None else f"target_p_at_1.{k}"
+            if k is not None and k not in PRESETS:
+                raise _err(path, where, f"key '{key}': unknown preset {k!r} (known: {', '.join(PRESETS)})")
+            if not _is_num(v) or not (0 < v <= 1):
+                raise _err(path, where, f"key '{key}' must be a number in (0, 1], got {v!r}")
+        budget["target_p_at_1"] = dict(t) if isinstance(t, dict) else t
+    st = b.get("stop_at_target", True)
+    if not isinstance(st, bool):
+        raise _err(path, where, f"key 'stop_at_target' must be true or false, got {st!r}")
+    budget["stop_at_target"] = st
+    return budget
+
+
+def _parse_eval(path, where: str, raw_e: dict[str, Any], protocol: str) -> dict[str, Any]:
+    evalc: dict[str, Any] = {}
+    e = _check_keys(path, where, raw_e, _KEYS["eval"])
+    if ("every_seconds" in e) == ("every_steps" in e):
+        raise _err(path, where, "needs exactly one of 'every_seconds' and 'every_steps'")
+    if "every_seconds" in e:
+        if protocol == "paper":
+            raise _err(path, where, "key 'every_seconds' is not allowed with protocol 'paper' "
+                                    "(the 2019 release evaluates every N batches: use 'every_steps')")
+        evalc["every_seconds"] = _pos_num(path, where, "every_seconds", e["every_seconds"])
+    else:
+        evalc["every_steps"] = _pos_int(path, where, "every_steps", e["every_steps"])
+    if protocol == "fair":
+        for k in ("prefix_size", "epoch_prefix_size"):
+            if k in e:
+                raise _err(path, where, f"key {k!r} applies only to protocol 'paper'")
+        evalc["subset_size"] = _pos_int(path, where, "subset_size", e.get("subset_size", DEFAULT_SUBSET))
+    else:
+        if "subset_size" in e:
+            raise _err(path, where, "key 'subset_size' applies only to protocol 'fair' "
+                                    "(the paper protocol evaluates on prefixes: 'prefix_size')")
+        evalc["prefix_size"] = _pos_int(path, where, "prefix_size", e.get("prefix_size", DEFAULT_PREFIX))
+        evalc["epoch_prefix_size"] = _pos_int(path, where, "epoch_prefix_size",
+                                              e.get("epoch_prefix_size", DEFAULT_EPOCH_PREFIX))
+    return evalc
+
+
+def _budget_for(exp: "Experiment", preset: str, scale: str) -> dict[str, Any]:
+    """The run's budget: the [budget.<scale>] overrides when the file has them for this scale, and
+    a per-preset target table resolved to this preset's number (no target when the table does not
+    name the preset)."""
+    b = dict(exp.budget_scales.get(scale, exp.budget))
     t = b.get("target_p_at_1")
     if isinstance(t, dict):
         if preset in t:
@@ -419,6 +451,7 @@ def expand(exp: Experiment, *, scale: str | None = None, data_dir: str | Path | 
         systems = [s for s in systems if s.label in labels]
     sc = scale or exp.scale
     ddir = str(Path(data_dir).resolve()) if data_dir else None
+    eff_scale = "paper" if ddir else sc          # real files are paper scale for per-scale budgets
     thread_list = [threads] if threads is not None else [resolve_threads(t) for t in exp.threads]
     thread_list = list(dict.fromkeys(thread_list))
     seed_list = list(dict.fromkeys(seeds)) if seeds is not None else list(exp.seeds)
@@ -436,7 +469,8 @@ def expand(exp: Experiment, *, scale: str | None = None, data_dir: str | Path | 
                             runs.append(RunSpec(experiment=exp.name, label=s.label, system=s.system,
                                                 config=s.config, params=params, sweep=sw, seed=seed,
                                                 n_threads=nt, batch_size=bs, protocol=exp.protocol,
-                                                data=data, budget=_budget_for(exp, preset), eval=dict(exp.eval)))
+                                                data=data, budget=_budget_for(exp, preset, eff_scale),
+                                                eval=dict(exp.eval_scales.get(eff_scale, exp.eval))))
     seen: dict[Path, RunSpec] = {}
     for r in runs:
         p = r.log_path()

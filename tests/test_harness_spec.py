@@ -210,3 +210,22 @@ def test_per_preset_target_resolves_per_run_and_bad_tables_name_the_key(tmp_path
         p3 = write(tmp_path, text.replace("target_p_at_1 = 0.3", f"target_p_at_1 = {bad}"), "exp3")
         with pytest.raises(SpecError, match=msg):
             load_experiment(p3)
+
+
+def test_per_scale_budget_and_eval_overrides(tmp_path):
+    text = GOOD.replace("{{", "{").replace("}}", "}")
+    text = text.replace("target_p_at_1 = 0.3\n", "target_p_at_1 = 0.3\n\n[budget.paper]\ntrain_seconds = 3600\nepochs = 10\n")
+    text = text.replace("subset_size = 100\n", "subset_size = 100\n\n[eval.paper]\nevery_seconds = 120\n")
+    exp = load_experiment(write(tmp_path, text))
+    small = expand(exp, scale="small")
+    base_hashes = {r.config_hash for r in expand(load_experiment(good(tmp_path, "plain")), scale="small")}
+    assert all(r.budget["train_seconds"] == 10 and "epochs" not in r.budget for r in small)
+    assert all(r.eval["every_seconds"] == 2 for r in small)
+    assert {r.config_hash for r in small} == base_hashes       # overrides for other scales change nothing here
+    for runs in (expand(exp, scale="paper"), expand(exp, data_dir=tmp_path)):   # real files count as paper
+        assert all(r.budget["train_seconds"] == 3600 and r.budget["epochs"] == 10 for r in runs)
+        assert all(r.budget["target_p_at_1"] == 0.3 and r.eval["every_seconds"] == 120 for r in runs)
+        assert all(r.eval["subset_size"] == 100 for r in runs)
+    bad = text.replace("[budget.paper]\ntrain_seconds = 3600", "[budget.paper]\ntrain_secs = 3600")
+    with pytest.raises(SpecError, match=r"\[budget.paper\].*train_secs"):
+        load_experiment(write(tmp_path, bad, "bad"))
