@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .summarize import olympic_mean  # noqa: F401 (re-exported: one definition for summaries and report)
 from .plots import (KNOWN_EXPERIMENTS, Summary, _param_cols, _strcol, _val, available_experiments, footer_text,
                     hard_threshold_prob, load_summary)
 
@@ -83,16 +84,6 @@ DESCRIPTIONS = {
 
 
 # -------------------------------------------------------------------------------------- numbers
-
-
-def olympic_mean(values: Sequence[float]) -> float:
-    """Mean after dropping the fastest and the slowest when there are at least 3 values."""
-    v = sorted(float(x) for x in values if x is not None and np.isfinite(x))
-    if not v:
-        return float("nan")
-    if len(v) >= 3:
-        v = v[1:-1]
-    return float(np.mean(v))
 
 
 def _fmt(x: Any, nd: int = 3) -> str:

@@ -46,7 +46,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -317,7 +316,7 @@ def write_files(preset: str, scale: str, out_dir, *, seed: int = 0, progress: bo
     """Stream a synthetic set to ``out_dir/{train,test}.txt`` in the XMLRepository format, one block
     at a time (memory: one block, never the whole set). Files are written to temporary names and
     moved into place when complete. Returns {"train": path, "test": path}."""
-    from .xmlrepo import format_lines
+    from .xmlrepo import atomic_open, format_lines
     seed = _check_seed(seed)
     spec = spec or get_spec(preset, scale)
     model = _Model(spec, seed)
@@ -328,19 +327,11 @@ def write_files(preset: str, scale: str, out_dir, *, seed: int = 0, progress: bo
         for split, name in ((0, "train"), (1, "test")):
             n_total = spec.n_train if split == 0 else spec.n_test
             path = out_dir / f"{name}.txt"
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(f"{n_total} {spec.n_features} {spec.n_labels}\n".encode())
-                    for b, n in _blocks(spec, split):
-                        X, Y = _block(model, split, b, n, seed)
-                        f.write(format_lines(X, Y))
-                        bar.update(n)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
+            with atomic_open(path) as f:
+                f.write(f"{n_total} {spec.n_features} {spec.n_labels}\n".encode())
+                for b, n in _blocks(spec, split):
+                    X, Y = _block(model, split, b, n, seed)
+                    f.write(format_lines(X, Y))
+                    bar.update(n)
             paths[name] = path
     return paths

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import contextlib
 import os
 import re
 import warnings
@@ -646,20 +647,28 @@ def cache_path_for(path, sha: str, cache_dir=None, duplicates: str = "error") ->
     return folder / f"{path.name}.{sha[:16]}-r{READER_VERSION}-{duplicates}.npz"
 
 
-def atomic_savez(target: Path, **arrays) -> None:
-    """Write an .npz to a temporary file in the target's folder, fsync, then os.replace."""
+@contextlib.contextmanager
+def atomic_open(target: Path):
+    """Open a temporary file in the target's folder for binary writing; on success fsync it and
+    os.replace it over ``target``; on any error remove it, leaving ``target`` untouched."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def atomic_savez(target: Path, **arrays) -> None:
+    """Write an .npz atomically (see atomic_open)."""
+    with atomic_open(target) as f:
+        np.savez(f, **arrays)
 
 
 def csr_to_arrays(prefix: str, M: sp.csr_matrix) -> dict:
@@ -768,19 +777,11 @@ def write_xmlrepo(path, X, Y, *, progress: bool = False, rows_per_chunk: int = 2
     X, Y = _check_pair(X, Y)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     n = X.shape[0]
-    try:
-        with open(tmp, "wb") as f, Progress(n, f"write {path.name}", progress, unit="pt") as bar:
-            f.write(f"{n} {X.shape[1]} {Y.shape[1]}\n".encode())
-            for lo in range(0, n, rows_per_chunk):
-                hi = min(n, lo + rows_per_chunk)
-                f.write(format_lines(X[lo:hi], Y[lo:hi]))
-                bar.update(hi - lo)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path) as f, Progress(n, f"write {path.name}", progress, unit="pt") as bar:
+        f.write(f"{n} {X.shape[1]} {Y.shape[1]}\n".encode())
+        for lo in range(0, n, rows_per_chunk):
+            hi = min(n, lo + rows_per_chunk)
+            f.write(format_lines(X[lo:hi], Y[lo:hi]))
+            bar.update(hi - lo)
     return path
