@@ -339,9 +339,11 @@ def _draw_band(ax, sub: pd.DataFrame, x: str, y: str, st: Style, log: bool) -> b
     return True
 
 
-def _target(s: Summary) -> float | None:
+def _target(s: Summary, dataset: Any = None) -> float | None:
+    """The target P@1 of the runs (of one data set when given: targets may differ per preset)."""
     if s.runs is not None and "target_p_at_1" in s.runs.columns:
-        t = s.runs["target_p_at_1"].dropna()
+        runs = s.runs if dataset is None or "dataset" not in s.runs.columns else s.runs[s.runs["dataset"] == dataset]
+        t = runs["target_p_at_1"].dropna()
         if len(t):
             return float(t.iloc[0])
     return None
@@ -410,11 +412,11 @@ def fig_curves(s: Summary, out_dir: Path, title: str, split_cols: Sequence[str] 
         if split_cols else [()]
     panels = list(panels)
     fig, axes = _new_fig(len(panels), len(xs))
-    target = _target(s)
     for i, pv in enumerate(panels):
         sub = df
         for c, v in zip(split_cols, pv):
             sub = sub[sub[c] == v]
+        target = _target(s, dict(zip(split_cols, pv)).get("dataset"))
         ptitle = ", ".join(f"{_val(v)}" if c == "dataset" else f"{c}={_val(v)}" for c, v in zip(split_cols, pv))
         for j, (x, log) in enumerate(xs):
             if x not in sub.columns:
@@ -436,7 +438,7 @@ def fig_batch(s: Summary, out_dir: Path) -> list[Path]:
         sub = df if ds is None else df[df["dataset"] == ds]
         bss = _uniq(sub, "batch_size")
         fig, axes = _new_fig(2, max(1, len(bss)), w=3.6)
-        target = _target(s)
+        target = _target(s, ds)
         for j, bs in enumerate(bss):
             b = sub[sub["batch_size"] == bs]
             _curves_panel(axes[0][j], b, "train_time_s", True, ["dataset", "batch_size"], target,

@@ -386,10 +386,18 @@ def _section(results_dir: Path, s: Summary) -> str:
             cols += [("n_seeds", "seeds"), ("statuses", "status"), ("ttt", "time to target s, olympic mean [min, max] (reached)"),
                      ("p1", "final P@1 (mean ± sd)"), ("p3_mean", "P@3"), ("p5_mean", "P@5"),
                      ("throughput", "samples/s"), ("train_time_s", "train s")]
-            tgt = s.runs["target_p_at_1"].dropna() if "target_p_at_1" in s.runs else pd.Series(dtype=float)
-            if len(tgt):
-                lines += [f"Target P@1: {float(tgt.iloc[0]):g} (evaluation subset). Final P@k on the full "
-                          "test set.", ""]
+            if "target_p_at_1" in s.runs:
+                tg = s.runs.dropna(subset=["target_p_at_1"])
+                per = (tg.groupby("dataset")["target_p_at_1"].first() if "dataset" in tg
+                       else pd.Series(dtype=float))
+                if len(per) > 1:
+                    txt = ", ".join(f"{float(v):g} ({k})" for k, v in per.items())
+                elif len(tg):
+                    txt = f"{float(tg['target_p_at_1'].iloc[0]):g}"
+                else:
+                    txt = ""
+                if txt:
+                    lines += [f"Target P@1: {txt} (evaluation subset). Final P@k on the full test set.", ""]
             lines += [_md_table(tab, cols), ""]
         if len(sp):
             lines += ["Speedup of SLIDE (baseline time to target / SLIDE time to target; throughput ratio "
