@@ -44,6 +44,9 @@ cdef extern from "kernels.h":
     void sb_adam_row(float* w, float* m, float* v, const float* g, int n, float b1, float b2,
                      float lr_t, float eps_t) noexcept nogil
     void sb_sgd_row(float* w, const float* g, int n, float lr) noexcept nogil
+    void sb_adam_row_scaled(float* w, float* m, float* v, float a, const float* x, int n, float b1,
+                            float b2, float lr_t, float eps_t) noexcept nogil
+    void sb_sgd_row_scaled(float* w, float a, const float* x, int n, float lr) noexcept nogil
     void sb_triad(float* a, const float* b, const float* c, float s, long lo, long hi) noexcept nogil
     void sb_prefetch_row(const float* p, int n) noexcept nogil
     void sb_prefetch_row_w(const float* p, int n) noexcept nogil
@@ -60,6 +63,10 @@ cdef enum:
     MAX_TABLES = 255
     KEYS_STRIDE = 272         # ints per thread for hash keys (>= MAX_TABLES, a multiple of 64 bytes)
     PF_AHEAD = 4              # rows prefetched ahead in gathers of weight rows
+    PF_UPD = 2                # touched rows prefetched ahead in the update pass
+    LAYOUT_SOA = 0            # W, m, v three arrays of rows
+    LAYOUT_MV = 1             # W rows; m and v of a row interleaved [rows][2][fan]
+    LAYOUT_WMV = 2            # weight, m, v of a row interleaved [rows][3][fan]
     PB = 16                   # samples per block in the exact predict's output pass
     PBS = 32                  # per-thread stride of the block buffers (PB + a line of padding)
 
@@ -67,6 +74,7 @@ SAMPLERS = {"full": SAMP_FULL, "lsh": SAMP_LSH, "random": SAMP_RANDOM}
 FAMILIES = {"simhash": SB_SIMHASH, "wta": SB_WTA, "dwta": SB_DWTA, "doph": SB_DOPH}
 QUERY_MODES = {"vanilla": SB_Q_VANILLA, "topk": SB_Q_TOPK, "threshold": SB_Q_THRESHOLD}
 INSERTIONS = {"fifo": SB_FIFO, "reservoir": SB_RESERVOIR}
+LAYOUTS = {"soa": LAYOUT_SOA, "mv": LAYOUT_MV, "wmv": LAYOUT_WMV}
 
 
 def kernels_dispatch() -> str:
@@ -92,6 +100,10 @@ cdef struct Net:
     int n_layers
     int sizes[MAXL + 1]        # sizes[0] = n_features; layer l maps sizes[l] -> sizes[l+1]
     float* W[MAXL]
+    long rs[MAXL]              # floats between consecutive rows of W[l] (row length, or 3x when interleaved)
+    float* M[MAXL]             # Adam first moment of row 0 (NULL for SGD); row r at M + r * rsm
+    float* V[MAXL]             # Adam second moment of row 0
+    long rsm[MAXL]             # floats between consecutive rows of M[l] / V[l]
     float* b[MAXL]
     int samp[MAXL]             # SAMP_* per layer
     int target[MAXL]           # sampler target per sample
@@ -182,6 +194,7 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
     cdef float* W
     cdef float* bb
     cdef float z, mx, ssum, inv_b, zy, w
+    cdef long rs
     cdef int pn, is_out, tgt, ll
     slot = tid if wk.per_thread else s
     ny = 0
@@ -192,6 +205,7 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
         n_out = net.sizes[l + 1]
         is_out = l == net.n_layers - 1
         W = net.W[l]
+        rs = net.rs[l]
         bb = net.b[l]
         out = wk.act[l] + <long>slot * wk.stride[l]
         # ---------------------------------------------------------------- active set
@@ -277,14 +291,14 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
                 memcpy(out, bb, n_out * sizeof(float))
                 for q in range(nx):
                     if q + PF_AHEAD < nx:
-                        sb_prefetch_row(W + <long>xi[q + PF_AHEAD] * n_out, n_out)
-                    sb_axpy(xv[q], W + <long>xi[q] * n_out, out, n_out)
+                        sb_prefetch_row(W + <long>xi[q + PF_AHEAD] * rs, n_out)
+                    sb_axpy(xv[q], W + <long>xi[q] * rs, out, n_out)
             else:
                 for i in range(n):
                     j = ids_s[i]
                     z = bb[j]
                     for q in range(nx):
-                        z = z + xv[q] * W[<long>xi[q] * n_out + j]
+                        z = z + xv[q] * W[<long>xi[q] * rs + j]
                     out[i] = z
         else:
             pslot = slot
@@ -292,19 +306,19 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
             if wk.full[l - 1]:
                 if ids_s == NULL:
                     for j in range(n_out):
-                        out[j] = bb[j] + sb_dot(W + <long>j * n_in, pin, n_in)
+                        out[j] = bb[j] + sb_dot(W + <long>j * rs, pin, n_in)
                 else:
                     for i in range(n):
                         if i + PF_AHEAD < n:
-                            sb_prefetch_row(W + <long>ids_s[i + PF_AHEAD] * n_in, n_in)
+                            sb_prefetch_row(W + <long>ids_s[i + PF_AHEAD] * rs, n_in)
                         j = ids_s[i]
-                        out[i] = bb[j] + sb_dot(W + <long>j * n_in, pin, n_in)
+                        out[i] = bb[j] + sb_dot(W + <long>j * rs, pin, n_in)
             else:
                 pids = wk.ids[l - 1] + <long>pslot * wk.stride[l - 1]
                 pn = wk.nact[l - 1][pslot]
                 for i in range(n):
                     j = ids_s[i] if ids_s != NULL else i
-                    out[i] = bb[j] + sb_dot_gather(W + <long>j * n_in, pids, pin, pn)
+                    out[i] = bb[j] + sb_dot_gather(W + <long>j * rs, pids, pin, pn)
         if not is_out:
             for i in range(n):
                 if not (out[i] > 0.0):
@@ -363,6 +377,7 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
     for l in range(L - 1, 0, -1):
         n_in = net.sizes[l]
         W = net.W[l]
+        rs = net.rs[l]
         d = wk.dlt[l] + <long>slot * wk.stride[l]
         n = wk.nact[l][slot]
         ids_s = NULL if wk.full[l] else wk.ids[l] + <long>slot * wk.stride[l]
@@ -373,14 +388,14 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
         if wk.full[l - 1]:
             for i in range(n):
                 j = i if ids_s == NULL else ids_s[i]
-                sb_axpy(d[i], W + <long>j * n_in, dp, n_in)
+                sb_axpy(d[i], W + <long>j * rs, dp, n_in)
         else:
             pids = wk.ids[l - 1] + <long>slot * wk.stride[l - 1]
             for i in range(n):
                 j = i if ids_s == NULL else ids_s[i]
                 w = d[i]
                 for q in range(pn):
-                    dp[q] = dp[q] + w * W[<long>j * n_in + pids[q]]
+                    dp[q] = dp[q] + w * W[<long>j * rs + pids[q]]
         for q in range(pn):
             if not (pin[q] > 0.0):
                 dp[q] = 0.0
@@ -403,10 +418,14 @@ cdef struct Upd:
     float eps_t
     float b1
     float b2
-    float* mW
-    float* vW
+    float* W                   # the layer's rows: row r at W + r * rs, moments at M/V + r * rsm
+    long rs
+    float* M
+    float* V
+    long rsm
     float* mb
     float* vb
+    int pf                     # touched rows prefetched ahead
     float* grad                # [nt * grad_stride]
     long grad_stride
 
@@ -423,11 +442,29 @@ cdef inline void bias_step(Upd* u, float* b, int j, float g) noexcept nogil:
         b[j] = b[j] - u.lr_t * g
 
 
-cdef inline void row_step(Upd* u, float* w, long off, float* g) noexcept nogil:
+cdef inline void row_step(Upd* u, long r, float* g) noexcept nogil:
     if u.opt == OPT_ADAM:
-        sb_adam_row(w + off, u.mW + off, u.vW + off, g, u.row_len, u.b1, u.b2, u.lr_t, u.eps_t)
+        sb_adam_row(u.W + r * u.rs, u.M + r * u.rsm, u.V + r * u.rsm, g, u.row_len, u.b1, u.b2,
+                    u.lr_t, u.eps_t)
     else:
-        sb_sgd_row(w + off, g, u.row_len, u.lr_t)
+        sb_sgd_row(u.W + r * u.rs, g, u.row_len, u.lr_t)
+
+
+cdef inline void prefetch_update_row(Upd* u, long r) noexcept nogil:
+    """Ask for the weight and moment rows of row r (about to be read and written)."""
+    sb_prefetch_row_w(u.W + r * u.rs, u.row_len)
+    if u.opt == OPT_ADAM:
+        sb_prefetch_row_w(u.M + r * u.rsm, u.row_len)
+        sb_prefetch_row_w(u.V + r * u.rsm, u.row_len)
+
+
+cdef inline void row_step_scaled(Upd* u, long r, float a, const float* x) noexcept nogil:
+    """One step on row r whose gradient is a * x (a row one sample touched): no gradient buffer."""
+    if u.opt == OPT_ADAM:
+        sb_adam_row_scaled(u.W + r * u.rs, u.M + r * u.rsm, u.V + r * u.rsm, a, x, u.row_len, u.b1,
+                           u.b2, u.lr_t, u.eps_t)
+    else:
+        sb_sgd_row_scaled(u.W + r * u.rs, a, x, u.row_len, u.lr_t)
 
 
 cdef void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept nogil:
@@ -438,18 +475,19 @@ cdef void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept nogil:
     cdef float gb = 0.0, dv
     cdef float* a
     cdef int* pids
-    cdef long pf
-    memset(g, 0, rl * sizeof(float))
-    if not u.dense_rows and t + 2 < u.n_rows:      # the row after next: weights and moments
-        pf = <long>u.touched[t + 2] * rl
-        sb_prefetch_row_w(net.W[l] + pf, rl)
-        if u.opt == OPT_ADAM:
-            sb_prefetch_row_w(u.mW + pf, rl)
-            sb_prefetch_row_w(u.vW + pf, rl)
+    if not u.dense_rows and t + u.pf < u.n_rows:      # a few rows ahead: weights and moments
+        prefetch_update_row(u, u.touched[t + u.pf])
     if l == 0:
         # feature-major row f: g += x[s, f] * dlt0[s]; biases are updated separately
         j = u.touched[t]
-        for e in range(u.rstart[j], u.rend[j]):
+        e0 = u.rstart[j]
+        e1 = u.rend[j]
+        if wk.full[0] and e1 - e0 == 1:
+            s = u.ent_s[e0]
+            row_step_scaled(u, j, wk.xval[u.ent_pos[e0]], wk.dlt[0] + <long>s * wk.stride[0])
+            return
+        memset(g, 0, rl * sizeof(float))
+        for e in range(e0, e1):
             s = u.ent_s[e]
             dv = wk.xval[u.ent_pos[e]]
             if wk.full[0]:
@@ -457,7 +495,7 @@ cdef void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept nogil:
             else:
                 sb_axpy_scatter(dv, wk.dlt[0] + <long>s * wk.stride[0], wk.ids[0] + <long>s * wk.stride[0],
                                 g, wk.nact[0][s])
-        row_step(u, net.W[0], <long>j * rl, g)
+        row_step(u, j, g)
         return
     if u.dense_rows:
         j = t
@@ -467,6 +505,13 @@ cdef void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept nogil:
         j = u.touched[t]
         e0 = u.rstart[j]
         e1 = u.rend[j]
+        if wk.full[l - 1] and e1 - e0 == 1:
+            s = u.ent_s[e0]
+            dv = wk.dlt[l][u.ent_pos[e0]]
+            row_step_scaled(u, j, dv, wk.act[l - 1] + <long>s * wk.stride[l - 1])
+            bias_step(u, net.b[l], j, dv)
+            return
+    memset(g, 0, rl * sizeof(float))
     for e in range(e0, e1):
         if u.dense_rows:
             s = e
@@ -481,7 +526,7 @@ cdef void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept nogil:
         else:
             pids = wk.ids[l - 1] + <long>s * wk.stride[l - 1]
             sb_axpy_scatter(dv, a, pids, g, wk.nact[l - 1][s])
-    row_step(u, net.W[l], <long>j * rl, g)
+    row_step(u, j, g)
     bias_step(u, net.b[l], j, gb)
 
 
@@ -517,7 +562,10 @@ cdef class Core:
     cdef Net net
     cdef LSHTables tabs[MAXL]
     cdef int has_tab[MAXL]
-    cdef public list W, b, mW, vW, mb, vb
+    cdef public list W, b, mW, vW, mb, vb  # W/mW/vW: [rows, fan] views (rows = features for layer 0)
+    cdef list _bufs                        # the arrays behind them (per layer)
+    cdef public str layout
+    cdef public int update_prefetch        # touched rows prefetched ahead in the update pass
     cdef public int n_threads
     cdef public long long step            # optimiser steps taken (Adam's t)
     cdef public long long samples_seen
@@ -538,7 +586,7 @@ cdef class Core:
 
     def __init__(self, sizes, samplers, targets, min_active, *, str optimizer, double lr, double b1,
                  double b2, double eps, str query_mode, int min_hits, unsigned long long seed,
-                 int n_threads):
+                 int n_threads, str layout="wmv"):
         cdef int l, L = len(sizes) - 1
         if L < 1 or L > MAXL:
             raise ValueError(f"the network must have 1..{MAXL} layers, got {L}")
@@ -548,6 +596,10 @@ cdef class Core:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
         if query_mode not in QUERY_MODES:
             raise ValueError(f"unknown LSH query mode {query_mode!r}; known: {', '.join(QUERY_MODES)}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown weight layout {layout!r}; known: {', '.join(LAYOUTS)}")
+        self.layout = layout
+        self.update_prefetch = PF_UPD
         self.net.n_layers = L
         self.net.seed = seed
         self.net.qmode = QUERY_MODES[query_mode]
@@ -559,6 +611,7 @@ cdef class Core:
         self.samples_seen = 0
         self.W, self.b, self.mW, self.vW, self.mb, self.vb = [], [], [], [], [], []
         self._sort = []
+        self._bufs = []
         for l in range(L + 1):
             self.net.sizes[l] = int(sizes[l])
         for l in range(L):
@@ -568,24 +621,67 @@ cdef class Core:
             self.net.samp[l] = SAMPLERS[samplers[l]]
             self.net.target[l] = int(min(max(targets[l], 0), n_out))
             self.net.min_active[l] = int(min(max(min_active[l], 0), n_out))
-            shape = (n_in * n_out,)
-            self.W.append(np.zeros(shape, np.float32))
+            rows = n_in if l == 0 else n_out
+            fan = n_out if l == 0 else n_in
+            self._alloc_rows(l, rows, fan)
             self.b.append(np.zeros(n_out, np.float32))
             if self.opt == OPT_ADAM:
-                self.mW.append(np.zeros(shape, np.float32)); self.vW.append(np.zeros(shape, np.float32))
                 self.mb.append(np.zeros(n_out, np.float32)); self.vb.append(np.zeros(n_out, np.float32))
             else:
-                self.mW.append(None); self.vW.append(None); self.mb.append(None); self.vb.append(None)
-            rows = n_in if l == 0 else n_out
+                self.mb.append(None); self.vb.append(None)
             self._sort.append((np.zeros(rows + 1, np.int32), np.zeros(rows + 1, np.int32),
                                np.zeros(rows + 1, np.int32)))
             self._pointers(l)
         self._scratch = None
 
+    def _alloc_rows(self, int l, long rows, long fan):
+        """Weight and Adam-moment rows of layer l in the chosen layout. `W[l]`, `mW[l]`, `vW[l]` are
+        [rows, fan] numpy views (strided when interleaved); the kernels see base pointers and strides."""
+        cdef float[:, :, ::1] b3
+        cdef float[:, ::1] b2_
+        cdef float[:, ::1] mv
+        adam = self.opt == OPT_ADAM
+        if adam and self.layout == "wmv":
+            buf = _aligned_zeros(rows * 3 * fan, np.float32).reshape(rows, 3, fan)
+            self._bufs.append((buf,))
+            self.W.append(buf[:, 0, :]); self.mW.append(buf[:, 1, :]); self.vW.append(buf[:, 2, :])
+            b3 = buf
+            self.net.W[l] = &b3[0, 0, 0]
+            self.net.M[l] = &b3[0, 1, 0]
+            self.net.V[l] = &b3[0, 2, 0]
+            self.net.rs[l] = 3 * fan
+            self.net.rsm[l] = 3 * fan
+        else:
+            wbuf = _aligned_zeros(rows * fan, np.float32).reshape(rows, fan)
+            b2_ = wbuf
+            self.W.append(wbuf)
+            self.net.W[l] = &b2_[0, 0]
+            self.net.rs[l] = fan
+            if not adam:
+                self._bufs.append((wbuf,))
+                self.mW.append(None); self.vW.append(None)
+                self.net.M[l] = NULL; self.net.V[l] = NULL; self.net.rsm[l] = 0
+            elif self.layout == "mv":
+                mbuf = _aligned_zeros(rows * 2 * fan, np.float32).reshape(rows, 2, fan)
+                self._bufs.append((wbuf, mbuf))
+                self.mW.append(mbuf[:, 0, :]); self.vW.append(mbuf[:, 1, :])
+                b3 = mbuf
+                self.net.M[l] = &b3[0, 0, 0]
+                self.net.V[l] = &b3[0, 1, 0]
+                self.net.rsm[l] = 2 * fan
+            else:
+                m_ = _aligned_zeros(rows * fan, np.float32).reshape(rows, fan)
+                v_ = _aligned_zeros(rows * fan, np.float32).reshape(rows, fan)
+                self._bufs.append((wbuf, m_, v_))
+                self.mW.append(m_); self.vW.append(v_)
+                mv = m_
+                self.net.M[l] = &mv[0, 0]
+                mv = v_
+                self.net.V[l] = &mv[0, 0]
+                self.net.rsm[l] = fan
+
     cdef void _pointers(self, int l):
-        cdef float[::1] w = self.W[l]
         cdef float[::1] bb = self.b[l]
-        self.net.W[l] = &w[0]
         self.net.b[l] = &bb[0]
 
     # ------------------------------------------------------------------------------- tables
@@ -631,9 +727,9 @@ cdef class Core:
         if not self.has_tab[l]:
             raise ValueError(f"layer {l} has no LSH tables")
         if l == 0:     # neuron j of layer 0 is column j of the feature-major matrix
-            row_stride, elem_stride = 1, n_out
+            row_stride, elem_stride = 1, self.net.rs[0]
         else:
-            row_stride, elem_stride = n_in, 1
+            row_stride, elem_stride = self.net.rs[l], 1
         with nogil:
             rc = lsh_build(&self.tabs[l], self.net.W[l], n_out, row_stride, elem_stride, nt)
         if rc != 0:
@@ -747,6 +843,7 @@ cdef class Core:
         memset(&u, 0, sizeof(Upd))
         u.opt = self.opt
         u.b1 = self.b1; u.b2 = self.b2
+        u.pf = max(1, self.update_prefetch)
         if self.opt == OPT_ADAM:
             bc1 = 1.0 - self.b1 ** self.step
             bc2 = 1.0 - self.b2 ** self.step
@@ -757,14 +854,15 @@ cdef class Core:
         offs = np.empty(b, np.int64)
         stats = {}
         for l in range(L):
+            t_k = time.perf_counter()
             u.layer = l
             n_out = net.sizes[l + 1]
             u.row_len = n_out if l == 0 else net.sizes[l]
             u.grad = &f2[0]
             u.grad_stride = sc[7]
+            u.W = net.W[l]; u.rs = net.rs[l]
+            u.M = net.M[l]; u.V = net.V[l]; u.rsm = net.rsm[l]
             if self.opt == OPT_ADAM:
-                f1 = self.mW[l]; u.mW = &f1[0]
-                f1 = self.vW[l]; u.vW = &f1[0]
                 f1 = self.mb[l]; u.mb = &f1[0]
                 f1 = self.vb[l]; u.vb = &f1[0]
             i1, i2, i3 = self._sort[l]
@@ -795,6 +893,7 @@ cdef class Core:
             u.touched = &i3[0]; u.rstart = &i2[0]; u.rend = &i1[0]
             u.n_rows = n_rows
             t_l = time.perf_counter()
+            stats[f"time_bucket_layer{l}_s"] = t_l - t_k
             u.ent_s = &i5[0] if not u.dense_rows else NULL
             u.ent_pos = &i6[0] if not u.dense_rows else NULL
             with nogil, parallel(num_threads=nt):
@@ -935,13 +1034,14 @@ cdef void topk_block(const Net* net, const float* H, int s0, int nb, int k, floa
     """Exact output layer for samples s0..s0+nb-1 (last hidden activations in H), top-k each."""
     cdef int L = net.n_layers, j, s, n_in = net.sizes[L - 1], n_out = net.sizes[L]
     cdef const float* W = net.W[L - 1]
+    cdef long rs = net.rs[L - 1]
     cdef const float* bb = net.b[L - 1]
     for s in range(nb):
         cnt[s] = 0
     for j in range(n_out):
         if j + PF_AHEAD < n_out:
-            sb_prefetch_row(W + <long>(j + PF_AHEAD) * n_in, n_in)
-        sb_dot_multi(W + <long>j * n_in, bb[j], H + <long>s0 * n_in, n_in, nb, n_in, buf)
+            sb_prefetch_row(W + <long>(j + PF_AHEAD) * rs, n_in)
+        sb_dot_multi(W + <long>j * rs, bb[j], H + <long>s0 * n_in, n_in, nb, n_in, buf)
         for s in range(nb):
             if cnt[s] < k or buf[s] > tv[<long>(s0 + s) * k + k - 1]:
                 topk_push(buf[s], j, tv + <long>(s0 + s) * k, ti + <long>(s0 + s) * k, &cnt[s], k)
