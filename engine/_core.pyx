@@ -530,6 +530,21 @@ cdef void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept nogil:
     bias_step(u, net.b[l], j, gb)
 
 
+cdef struct BucketJob:
+    # arguments and result of one layer's bucket_rows
+    int active
+    const int* ids
+    const long* off
+    const int* cnt_s
+    int* cnt
+    int* rstart
+    int* touched
+    int* ent_s
+    int* ent_pos
+    int n_total
+    int n_rows
+
+
 cdef int bucket_rows(int b, const int* ids, const long* off, const int* cnt_s, int* cnt, int* rstart,
                      int* touched, int* ent_s, int* ent_pos, int n_total) noexcept nogil:
     """Counting sort of (sample, position) entries by row id; returns the number of touched rows,
@@ -806,6 +821,9 @@ cdef class Core:
         cdef int[::1] ncand
         cdef long[::1] offs
         cdef Upd u
+        cdef Upd us[MAXL]
+        cdef BucketJob bj[MAXL]
+        cdef int lq
         cdef double loss_sum
         for l in range(L):
             if net.samp[l] == SAMP_LSH and not self.has_tab[l]:
@@ -851,65 +869,82 @@ cdef class Core:
             u.eps_t = self.eps * (bc2 ** 0.5)
         else:
             u.lr_t = self.lr
-        offs = np.empty(b, np.int64)
         stats = {}
+        # ---- bucket every layer's (sample, position) entries by row: independent counting sorts,
+        # run concurrently (one layer per thread)
+        t_k = time.perf_counter()
         for l in range(L):
-            t_k = time.perf_counter()
-            u.layer = l
+            us[l] = u
+            us[l].layer = l
             n_out = net.sizes[l + 1]
-            u.row_len = n_out if l == 0 else net.sizes[l]
-            u.grad = &f2[0]
-            u.grad_stride = sc[7]
-            u.W = net.W[l]; u.rs = net.rs[l]
-            u.M = net.M[l]; u.V = net.V[l]; u.rsm = net.rsm[l]
+            us[l].row_len = n_out if l == 0 else net.sizes[l]
+            us[l].grad = &f2[0]
+            us[l].grad_stride = sc[7]
+            us[l].W = net.W[l]; us[l].rs = net.rs[l]
+            us[l].M = net.M[l]; us[l].V = net.V[l]; us[l].rsm = net.rsm[l]
             if self.opt == OPT_ADAM:
-                f1 = self.mb[l]; u.mb = &f1[0]
-                f1 = self.vb[l]; u.vb = &f1[0]
+                f1 = self.mb[l]; us[l].mb = &f1[0]
+                f1 = self.vb[l]; us[l].vb = &f1[0]
             i1, i2, i3 = self._sort[l]
-            u.dense_rows = 0
-            if l == 0:
-                # rows = the features present in the batch
-                cnt_s = np.diff(np.asarray(xptr)).astype(np.int32); keep.append(cnt_s)
-                i4 = cnt_s
-                for s in range(b):
-                    offs[s] = xptr[s]
-                n_ent = xptr[b]
+            us[l].dense_rows = 0
+            bj[l].active = 0
+            if l == 0 or not wk.full[l]:
+                offs = np.empty(b, np.int64); keep.append(offs)
+                if l == 0:            # rows = the features present in the batch
+                    i4 = np.diff(np.asarray(xptr)).astype(np.int32)
+                    for s in range(b):
+                        offs[s] = xptr[s]
+                    n_ent = xptr[b]
+                    bj[l].ids = wk.xind
+                    bj[l].n_total = net.sizes[0]
+                else:
+                    i4 = np.asarray(<int[:b]> wk.nact[l]).copy()
+                    for s in range(b):
+                        offs[s] = <long>s * wk.stride[l]
+                    n_ent = int(np.asarray(i4).sum())
+                    bj[l].ids = wk.ids[l]
+                    bj[l].n_total = n_out
+                keep.append(i4)
                 es = np.empty(max(n_ent, 1), np.int32); ep = np.empty(max(n_ent, 1), np.int32)
+                keep.append(es); keep.append(ep)
                 i5 = es; i6 = ep
-                with nogil:
-                    n_rows = bucket_rows(b, wk.xind, &offs[0], &i4[0], &i1[0], &i2[0], &i3[0], &i5[0], &i6[0], net.sizes[0])
-            elif wk.full[l]:
-                u.dense_rows = 1
-                n_rows = n_out
-            else:
-                i4 = np.asarray(<int[:b]> wk.nact[l]).copy()
-                for s in range(b):
-                    offs[s] = <long>s * wk.stride[l]
-                n_ent = int(np.asarray(i4).sum())
-                es = np.empty(max(n_ent, 1), np.int32); ep = np.empty(max(n_ent, 1), np.int32)
-                i5 = es; i6 = ep
-                with nogil:
-                    n_rows = bucket_rows(b, wk.ids[l], &offs[0], &i4[0], &i1[0], &i2[0], &i3[0], &i5[0], &i6[0], n_out)
-            u.touched = &i3[0]; u.rstart = &i2[0]; u.rend = &i1[0]
-            u.n_rows = n_rows
+                bj[l].active = 1
+                bj[l].off = &offs[0]; bj[l].cnt_s = &i4[0]; bj[l].cnt = &i1[0]; bj[l].rstart = &i2[0]
+                bj[l].touched = &i3[0]; bj[l].ent_s = &i5[0]; bj[l].ent_pos = &i6[0]
+                us[l].touched = &i3[0]; us[l].rstart = &i2[0]; us[l].rend = &i1[0]
+                us[l].ent_s = &i5[0]; us[l].ent_pos = &i6[0]
+            else:                     # a full layer l >= 1: every row, every sample
+                us[l].dense_rows = 1
+                us[l].n_rows = n_out
+                us[l].ent_s = NULL; us[l].ent_pos = NULL
+        with nogil, parallel(num_threads=min(nt, L)):
+            for lq in prange(L, schedule="static", chunksize=1):
+                if bj[lq].active:
+                    bj[lq].n_rows = bucket_rows(b, bj[lq].ids, bj[lq].off, bj[lq].cnt_s, bj[lq].cnt,
+                                                bj[lq].rstart, bj[lq].touched, bj[lq].ent_s,
+                                                bj[lq].ent_pos, bj[lq].n_total)
+        for l in range(L):
+            if bj[l].active:
+                us[l].n_rows = bj[l].n_rows
+        stats["time_bucket_s"] = time.perf_counter() - t_k
+        # ---- updates, one layer at a time, parallel over touched rows
+        for l in range(L):
             t_l = time.perf_counter()
-            stats[f"time_bucket_layer{l}_s"] = t_l - t_k
-            u.ent_s = &i5[0] if not u.dense_rows else NULL
-            u.ent_pos = &i6[0] if not u.dense_rows else NULL
+            n_rows = us[l].n_rows
             with nogil, parallel(num_threads=nt):
                 tid = threadid()
                 for t in prange(n_rows, schedule="dynamic", chunksize=16):
-                    update_row(net, &wk, &u, t, tid)
-            if not u.dense_rows:
+                    update_row(net, &wk, &us[l], t, tid)
+            if bj[l].active:
                 with nogil:
                     for t in range(n_rows):
-                        i1[i3[t]] = 0
+                        bj[l].cnt[bj[l].touched[t]] = 0
             stats[f"time_update_layer{l}_s"] = time.perf_counter() - t_l
             stats[f"touched_rows_layer{l}"] = n_rows
             if l == L - 1:
                 stats["touched_rows_out"] = n_rows
             if l == 0:
-                self._update_bias0(&wk, &u, b, nt, keep)
+                self._update_bias0(&wk, &us[0], b, nt, keep)
         self.samples_seen += b
         stats["time_forward_backward_s"] = t_b - t_a
         stats["time_update_s"] = time.perf_counter() - t_b
