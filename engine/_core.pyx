@@ -580,6 +580,7 @@ cdef class Core:
     cdef public list W, b, mW, vW, mb, vb  # W/mW/vW: [rows, fan] views (rows = features for layer 0)
     cdef list _bufs                        # the arrays behind them (per layer)
     cdef public str layout
+    cdef list _layouts                     # per part: layer 0, later layers
     cdef public int update_prefetch        # touched rows prefetched ahead in the update pass
     cdef public int n_threads
     cdef public long long step            # optimiser steps taken (Adam's t)
@@ -601,7 +602,7 @@ cdef class Core:
 
     def __init__(self, sizes, samplers, targets, min_active, *, str optimizer, double lr, double b1,
                  double b2, double eps, str query_mode, int min_hits, unsigned long long seed,
-                 int n_threads, str layout="wmv"):
+                 int n_threads, str layout="wmv,soa"):
         cdef int l, L = len(sizes) - 1
         if L < 1 or L > MAXL:
             raise ValueError(f"the network must have 1..{MAXL} layers, got {L}")
@@ -611,9 +612,14 @@ cdef class Core:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
         if query_mode not in QUERY_MODES:
             raise ValueError(f"unknown LSH query mode {query_mode!r}; known: {', '.join(QUERY_MODES)}")
-        if layout not in LAYOUTS:
-            raise ValueError(f"unknown weight layout {layout!r}; known: {', '.join(LAYOUTS)}")
+        parts = layout.split(",")
+        if len(parts) == 1:
+            parts = parts * 2
+        if len(parts) != 2 or any(p_ not in LAYOUTS for p_ in parts):
+            raise ValueError(f"unknown weight layout {layout!r}: one of {', '.join(LAYOUTS)}, or two of them "
+                             f"separated by a comma (layer 0, later layers)")
         self.layout = layout
+        self._layouts = parts
         self.update_prefetch = PF_UPD
         self.net.n_layers = L
         self.net.seed = seed
@@ -656,7 +662,8 @@ cdef class Core:
         cdef float[:, ::1] b2_
         cdef float[:, ::1] mv
         adam = self.opt == OPT_ADAM
-        if adam and self.layout == "wmv":
+        lay = self._layouts[0 if l == 0 else 1]
+        if adam and lay == "wmv":
             buf = _aligned_zeros(rows * 3 * fan, np.float32).reshape(rows, 3, fan)
             self._bufs.append((buf,))
             self.W.append(buf[:, 0, :]); self.mW.append(buf[:, 1, :]); self.vW.append(buf[:, 2, :])
@@ -676,7 +683,7 @@ cdef class Core:
                 self._bufs.append((wbuf,))
                 self.mW.append(None); self.vW.append(None)
                 self.net.M[l] = NULL; self.net.V[l] = NULL; self.net.rsm[l] = 0
-            elif self.layout == "mv":
+            elif lay == "mv":
                 mbuf = _aligned_zeros(rows * 2 * fan, np.float32).reshape(rows, 2, fan)
                 self._bufs.append((wbuf, mbuf))
                 self.mW.append(mbuf[:, 0, :]); self.vW.append(mbuf[:, 1, :])

@@ -266,13 +266,17 @@ def _check_csr(X, name: str, n_cols: int) -> sp.csr_matrix:
 
 
 def _layout() -> str:
-    """In-memory layout of weight and Adam-moment rows (internal; results do not depend on it):
-    "wmv" (default) interleaves each row's weight, m and v ([rows][3][fan]) so a touched row is one
-    contiguous block; "mv" interleaves only m and v; "soa" keeps three separate arrays. Settable with
-    SLIDEBENCH_ENGINE_LAYOUT for benchmarking the alternatives."""
-    v = os.environ.get("SLIDEBENCH_ENGINE_LAYOUT", "wmv")
-    if v not in ("wmv", "mv", "soa"):
-        raise ValueError(f"SLIDEBENCH_ENGINE_LAYOUT must be 'wmv', 'mv' or 'soa', got {v!r}")
+    """In-memory layout of weight and Adam-moment rows (internal; results do not depend on it), for
+    layer 0 and for the later layers: "wmv" interleaves each row's weight, m and v ([rows][3][fan]) so
+    a touched row is one contiguous block; "mv" interleaves only m and v; "soa" keeps three separate
+    arrays. Default "wmv,soa": layer 0's rows are only ever touched sparsely (the features of a batch),
+    while the output layer is also streamed whole (the `full` sampler, exact predict, rehash), which
+    interleaving slows down. SLIDEBENCH_ENGINE_LAYOUT overrides it for benchmarking the alternatives."""
+    v = os.environ.get("SLIDEBENCH_ENGINE_LAYOUT", "wmv,soa")
+    parts = v.split(",")
+    if not 1 <= len(parts) <= 2 or any(p not in ("wmv", "mv", "soa") for p in parts):
+        raise ValueError(f"SLIDEBENCH_ENGINE_LAYOUT must be one of wmv, mv, soa or two of them separated by "
+                         f"a comma (layer 0, later layers); got {v!r}")
     return v
 
 
