@@ -1,11 +1,13 @@
 # cython: language_level=3
 """The compiled SLIDE network: forward, backward, Adam/SGD, samplers, predict.
 
-Memory layout (structure of arrays, flat C-contiguous float32):
-  * layer 0 (input -> first layer) is feature-major: W[0][f * n_out + j], so a sparse input row
-    touches len(x) contiguous rows of n_out floats;
-  * layers l >= 1 are neuron-major: W[l][j * n_in + i], so an active neuron is one contiguous row;
-  * Adam moments m, v beside each weight/bias array in the same layout.
+Memory layout (rows of C-contiguous float32; row r of layer l at net.W[l] + r * net.rs[l]):
+  * layer 0 (input -> first layer) is feature-major: row f holds W0[f, :] (n_out floats), so a sparse
+    input row touches len(x) rows;
+  * layers l >= 1 are neuron-major: row j holds the fan-in of neuron j, so an active neuron is one row;
+  * Adam moments: row r at net.M[l] / net.V[l] + r * net.rsm[l]. Default layout "wmv,soa": layer 0
+    interleaves weight, m, v per row ([rows][3][fan], rs = rsm = 3 * fan) so a touched feature is one
+    contiguous block; later layers keep three separate arrays (rs = rsm = fan). See _alloc_rows.
 
 A training step has two phases:
   1. per-sample pass, ``prange`` over the batch (one sample per iteration, HOGWILD-free because the
