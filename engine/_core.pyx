@@ -556,10 +556,9 @@ cdef int bucket_rows(int b, const int* ids, const long* off, const int* cnt_s, i
     for s in range(b):
         for p in range(cnt_s[s]):
             cnt[ids[off[s] + p]] += 1
-    for j in range(n_total):
-        if cnt[j] != 0:
-            touched[nt] = j
-            nt += 1
+    for j in range(n_total):       # branch-free (touched has n_total + 1 slots): about half the
+        touched[nt] = j            # output rows are touched, a branch here mispredicts constantly
+        nt += cnt[j] != 0
     for t in range(nt):
         j = touched[t]
         rstart[j] = acc
