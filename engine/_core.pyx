@@ -1,11 +1,13 @@
 # cython: language_level=3
 """The compiled SLIDE network: forward, backward, Adam/SGD, samplers, predict.
 
-Memory layout (structure of arrays, flat C-contiguous float32):
-  * layer 0 (input -> first layer) is feature-major: W[0][f * n_out + j], so a sparse input row
-    touches len(x) contiguous rows of n_out floats;
-  * layers l >= 1 are neuron-major: W[l][j * n_in + i], so an active neuron is one contiguous row;
-  * Adam moments m, v beside each weight/bias array in the same layout.
+Memory layout (rows of C-contiguous float32; row r of layer l at net.W[l] + r * net.rs[l]):
+  * layer 0 (input -> first layer) is feature-major: row f holds W0[f, :] (n_out floats), so a sparse
+    input row touches len(x) rows;
+  * layers l >= 1 are neuron-major: row j holds the fan-in of neuron j, so an active neuron is one row;
+  * Adam moments: row r at net.M[l] / net.V[l] + r * net.rsm[l]. Default layout "wmv,soa": layer 0
+    interleaves weight, m, v per row ([rows][3][fan], rs = rsm = 3 * fan) so a touched feature is one
+    contiguous block; later layers keep three separate arrays (rs = rsm = fan). See _alloc_rows.
 
 A training step has two phases:
   1. per-sample pass, ``prange`` over the batch (one sample per iteration, HOGWILD-free because the
@@ -44,6 +46,9 @@ cdef extern from "kernels.h":
     void sb_adam_row(float* w, float* m, float* v, const float* g, int n, float b1, float b2,
                      float lr_t, float eps_t) noexcept nogil
     void sb_sgd_row(float* w, const float* g, int n, float lr) noexcept nogil
+    void sb_adam_row_scaled(float* w, float* m, float* v, float a, const float* x, int n, float b1,
+                            float b2, float lr_t, float eps_t) noexcept nogil
+    void sb_sgd_row_scaled(float* w, float a, const float* x, int n, float lr) noexcept nogil
     void sb_triad(float* a, const float* b, const float* c, float s, long lo, long hi) noexcept nogil
     void sb_prefetch_row(const float* p, int n) noexcept nogil
     void sb_prefetch_row_w(const float* p, int n) noexcept nogil
@@ -60,6 +65,10 @@ cdef enum:
     MAX_TABLES = 255
     KEYS_STRIDE = 272         # ints per thread for hash keys (>= MAX_TABLES, a multiple of 64 bytes)
     PF_AHEAD = 4              # rows prefetched ahead in gathers of weight rows
+    PF_UPD = 2                # touched rows prefetched ahead in the update pass
+    LAYOUT_SOA = 0            # W, m, v three arrays of rows
+    LAYOUT_MV = 1             # W rows; m and v of a row interleaved [rows][2][fan]
+    LAYOUT_WMV = 2            # weight, m, v of a row interleaved [rows][3][fan]
     PB = 16                   # samples per block in the exact predict's output pass
     PBS = 32                  # per-thread stride of the block buffers (PB + a line of padding)
 
@@ -67,6 +76,7 @@ SAMPLERS = {"full": SAMP_FULL, "lsh": SAMP_LSH, "random": SAMP_RANDOM}
 FAMILIES = {"simhash": SB_SIMHASH, "wta": SB_WTA, "dwta": SB_DWTA, "doph": SB_DOPH}
 QUERY_MODES = {"vanilla": SB_Q_VANILLA, "topk": SB_Q_TOPK, "threshold": SB_Q_THRESHOLD}
 INSERTIONS = {"fifo": SB_FIFO, "reservoir": SB_RESERVOIR}
+LAYOUTS = {"soa": LAYOUT_SOA, "mv": LAYOUT_MV, "wmv": LAYOUT_WMV}
 
 
 def kernels_dispatch() -> str:
@@ -92,6 +102,10 @@ cdef struct Net:
     int n_layers
     int sizes[MAXL + 1]        # sizes[0] = n_features; layer l maps sizes[l] -> sizes[l+1]
     float* W[MAXL]
+    long rs[MAXL]              # floats between consecutive rows of W[l] (row length, or 3x when interleaved)
+    float* M[MAXL]             # Adam first moment of row 0 (NULL for SGD); row r at M + r * rsm
+    float* V[MAXL]             # Adam second moment of row 0
+    long rsm[MAXL]             # floats between consecutive rows of M[l] / V[l]
     float* b[MAXL]
     int samp[MAXL]             # SAMP_* per layer
     int target[MAXL]           # sampler target per sample
@@ -182,6 +196,7 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
     cdef float* W
     cdef float* bb
     cdef float z, mx, ssum, inv_b, zy, w
+    cdef long rs
     cdef int pn, is_out, tgt, ll
     slot = tid if wk.per_thread else s
     ny = 0
@@ -192,6 +207,7 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
         n_out = net.sizes[l + 1]
         is_out = l == net.n_layers - 1
         W = net.W[l]
+        rs = net.rs[l]
         bb = net.b[l]
         out = wk.act[l] + <long>slot * wk.stride[l]
         # ---------------------------------------------------------------- active set
@@ -277,14 +293,14 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
                 memcpy(out, bb, n_out * sizeof(float))
                 for q in range(nx):
                     if q + PF_AHEAD < nx:
-                        sb_prefetch_row(W + <long>xi[q + PF_AHEAD] * n_out, n_out)
-                    sb_axpy(xv[q], W + <long>xi[q] * n_out, out, n_out)
+                        sb_prefetch_row(W + <long>xi[q + PF_AHEAD] * rs, n_out)
+                    sb_axpy(xv[q], W + <long>xi[q] * rs, out, n_out)
             else:
                 for i in range(n):
                     j = ids_s[i]
                     z = bb[j]
                     for q in range(nx):
-                        z = z + xv[q] * W[<long>xi[q] * n_out + j]
+                        z = z + xv[q] * W[<long>xi[q] * rs + j]
                     out[i] = z
         else:
             pslot = slot
@@ -292,19 +308,19 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
             if wk.full[l - 1]:
                 if ids_s == NULL:
                     for j in range(n_out):
-                        out[j] = bb[j] + sb_dot(W + <long>j * n_in, pin, n_in)
+                        out[j] = bb[j] + sb_dot(W + <long>j * rs, pin, n_in)
                 else:
                     for i in range(n):
                         if i + PF_AHEAD < n:
-                            sb_prefetch_row(W + <long>ids_s[i + PF_AHEAD] * n_in, n_in)
+                            sb_prefetch_row(W + <long>ids_s[i + PF_AHEAD] * rs, n_in)
                         j = ids_s[i]
-                        out[i] = bb[j] + sb_dot(W + <long>j * n_in, pin, n_in)
+                        out[i] = bb[j] + sb_dot(W + <long>j * rs, pin, n_in)
             else:
                 pids = wk.ids[l - 1] + <long>pslot * wk.stride[l - 1]
                 pn = wk.nact[l - 1][pslot]
                 for i in range(n):
                     j = ids_s[i] if ids_s != NULL else i
-                    out[i] = bb[j] + sb_dot_gather(W + <long>j * n_in, pids, pin, pn)
+                    out[i] = bb[j] + sb_dot_gather(W + <long>j * rs, pids, pin, pn)
         if not is_out:
             for i in range(n):
                 if not (out[i] > 0.0):
@@ -363,6 +379,7 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
     for l in range(L - 1, 0, -1):
         n_in = net.sizes[l]
         W = net.W[l]
+        rs = net.rs[l]
         d = wk.dlt[l] + <long>slot * wk.stride[l]
         n = wk.nact[l][slot]
         ids_s = NULL if wk.full[l] else wk.ids[l] + <long>slot * wk.stride[l]
@@ -373,14 +390,14 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
         if wk.full[l - 1]:
             for i in range(n):
                 j = i if ids_s == NULL else ids_s[i]
-                sb_axpy(d[i], W + <long>j * n_in, dp, n_in)
+                sb_axpy(d[i], W + <long>j * rs, dp, n_in)
         else:
             pids = wk.ids[l - 1] + <long>slot * wk.stride[l - 1]
             for i in range(n):
                 j = i if ids_s == NULL else ids_s[i]
                 w = d[i]
                 for q in range(pn):
-                    dp[q] = dp[q] + w * W[<long>j * n_in + pids[q]]
+                    dp[q] = dp[q] + w * W[<long>j * rs + pids[q]]
         for q in range(pn):
             if not (pin[q] > 0.0):
                 dp[q] = 0.0
@@ -403,10 +420,14 @@ cdef struct Upd:
     float eps_t
     float b1
     float b2
-    float* mW
-    float* vW
+    float* W                   # the layer's rows: row r at W + r * rs, moments at M/V + r * rsm
+    long rs
+    float* M
+    float* V
+    long rsm
     float* mb
     float* vb
+    int pf                     # touched rows prefetched ahead
     float* grad                # [nt * grad_stride]
     long grad_stride
 
@@ -423,11 +444,29 @@ cdef inline void bias_step(Upd* u, float* b, int j, float g) noexcept nogil:
         b[j] = b[j] - u.lr_t * g
 
 
-cdef inline void row_step(Upd* u, float* w, long off, float* g) noexcept nogil:
+cdef inline void row_step(Upd* u, long r, float* g) noexcept nogil:
     if u.opt == OPT_ADAM:
-        sb_adam_row(w + off, u.mW + off, u.vW + off, g, u.row_len, u.b1, u.b2, u.lr_t, u.eps_t)
+        sb_adam_row(u.W + r * u.rs, u.M + r * u.rsm, u.V + r * u.rsm, g, u.row_len, u.b1, u.b2,
+                    u.lr_t, u.eps_t)
     else:
-        sb_sgd_row(w + off, g, u.row_len, u.lr_t)
+        sb_sgd_row(u.W + r * u.rs, g, u.row_len, u.lr_t)
+
+
+cdef inline void prefetch_update_row(Upd* u, long r) noexcept nogil:
+    """Ask for the weight and moment rows of row r (about to be read and written)."""
+    sb_prefetch_row_w(u.W + r * u.rs, u.row_len)
+    if u.opt == OPT_ADAM:
+        sb_prefetch_row_w(u.M + r * u.rsm, u.row_len)
+        sb_prefetch_row_w(u.V + r * u.rsm, u.row_len)
+
+
+cdef inline void row_step_scaled(Upd* u, long r, float a, const float* x) noexcept nogil:
+    """One step on row r whose gradient is a * x (a row one sample touched): no gradient buffer."""
+    if u.opt == OPT_ADAM:
+        sb_adam_row_scaled(u.W + r * u.rs, u.M + r * u.rsm, u.V + r * u.rsm, a, x, u.row_len, u.b1,
+                           u.b2, u.lr_t, u.eps_t)
+    else:
+        sb_sgd_row_scaled(u.W + r * u.rs, a, x, u.row_len, u.lr_t)
 
 
 cdef void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept nogil:
@@ -438,18 +477,19 @@ cdef void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept nogil:
     cdef float gb = 0.0, dv
     cdef float* a
     cdef int* pids
-    cdef long pf
-    memset(g, 0, rl * sizeof(float))
-    if not u.dense_rows and t + 2 < u.n_rows:      # the row after next: weights and moments
-        pf = <long>u.touched[t + 2] * rl
-        sb_prefetch_row_w(net.W[l] + pf, rl)
-        if u.opt == OPT_ADAM:
-            sb_prefetch_row_w(u.mW + pf, rl)
-            sb_prefetch_row_w(u.vW + pf, rl)
+    if not u.dense_rows and t + u.pf < u.n_rows:      # a few rows ahead: weights and moments
+        prefetch_update_row(u, u.touched[t + u.pf])
     if l == 0:
         # feature-major row f: g += x[s, f] * dlt0[s]; biases are updated separately
         j = u.touched[t]
-        for e in range(u.rstart[j], u.rend[j]):
+        e0 = u.rstart[j]
+        e1 = u.rend[j]
+        if wk.full[0] and e1 - e0 == 1:
+            s = u.ent_s[e0]
+            row_step_scaled(u, j, wk.xval[u.ent_pos[e0]], wk.dlt[0] + <long>s * wk.stride[0])
+            return
+        memset(g, 0, rl * sizeof(float))
+        for e in range(e0, e1):
             s = u.ent_s[e]
             dv = wk.xval[u.ent_pos[e]]
             if wk.full[0]:
@@ -457,7 +497,7 @@ cdef void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept nogil:
             else:
                 sb_axpy_scatter(dv, wk.dlt[0] + <long>s * wk.stride[0], wk.ids[0] + <long>s * wk.stride[0],
                                 g, wk.nact[0][s])
-        row_step(u, net.W[0], <long>j * rl, g)
+        row_step(u, j, g)
         return
     if u.dense_rows:
         j = t
@@ -467,6 +507,13 @@ cdef void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept nogil:
         j = u.touched[t]
         e0 = u.rstart[j]
         e1 = u.rend[j]
+        if wk.full[l - 1] and e1 - e0 == 1:
+            s = u.ent_s[e0]
+            dv = wk.dlt[l][u.ent_pos[e0]]
+            row_step_scaled(u, j, dv, wk.act[l - 1] + <long>s * wk.stride[l - 1])
+            bias_step(u, net.b[l], j, dv)
+            return
+    memset(g, 0, rl * sizeof(float))
     for e in range(e0, e1):
         if u.dense_rows:
             s = e
@@ -481,8 +528,23 @@ cdef void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept nogil:
         else:
             pids = wk.ids[l - 1] + <long>s * wk.stride[l - 1]
             sb_axpy_scatter(dv, a, pids, g, wk.nact[l - 1][s])
-    row_step(u, net.W[l], <long>j * rl, g)
+    row_step(u, j, g)
     bias_step(u, net.b[l], j, gb)
+
+
+cdef struct BucketJob:
+    # arguments and result of one layer's bucket_rows
+    int active
+    const int* ids
+    const long* off
+    const int* cnt_s
+    int* cnt
+    int* rstart
+    int* touched
+    int* ent_s
+    int* ent_pos
+    int n_total
+    int n_rows
 
 
 cdef int bucket_rows(int b, const int* ids, const long* off, const int* cnt_s, int* cnt, int* rstart,
@@ -494,10 +556,9 @@ cdef int bucket_rows(int b, const int* ids, const long* off, const int* cnt_s, i
     for s in range(b):
         for p in range(cnt_s[s]):
             cnt[ids[off[s] + p]] += 1
-    for j in range(n_total):
-        if cnt[j] != 0:
-            touched[nt] = j
-            nt += 1
+    for j in range(n_total):       # branch-free (touched has n_total + 1 slots): about half the
+        touched[nt] = j            # output rows are touched, a branch here mispredicts constantly
+        nt += cnt[j] != 0
     for t in range(nt):
         j = touched[t]
         rstart[j] = acc
@@ -517,7 +578,11 @@ cdef class Core:
     cdef Net net
     cdef LSHTables tabs[MAXL]
     cdef int has_tab[MAXL]
-    cdef public list W, b, mW, vW, mb, vb
+    cdef public list W, b, mW, vW, mb, vb  # W/mW/vW: [rows, fan] views (rows = features for layer 0)
+    cdef list _bufs                        # the arrays behind them (per layer)
+    cdef public str layout
+    cdef list _layouts                     # per part: layer 0, later layers
+    cdef public int update_prefetch        # touched rows prefetched ahead in the update pass
     cdef public int n_threads
     cdef public long long step            # optimiser steps taken (Adam's t)
     cdef public long long samples_seen
@@ -538,7 +603,7 @@ cdef class Core:
 
     def __init__(self, sizes, samplers, targets, min_active, *, str optimizer, double lr, double b1,
                  double b2, double eps, str query_mode, int min_hits, unsigned long long seed,
-                 int n_threads):
+                 int n_threads, str layout="wmv,soa"):
         cdef int l, L = len(sizes) - 1
         if L < 1 or L > MAXL:
             raise ValueError(f"the network must have 1..{MAXL} layers, got {L}")
@@ -548,6 +613,15 @@ cdef class Core:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
         if query_mode not in QUERY_MODES:
             raise ValueError(f"unknown LSH query mode {query_mode!r}; known: {', '.join(QUERY_MODES)}")
+        parts = layout.split(",")
+        if len(parts) == 1:
+            parts = parts * 2
+        if len(parts) != 2 or any(p_ not in LAYOUTS for p_ in parts):
+            raise ValueError(f"unknown weight layout {layout!r}: one of {', '.join(LAYOUTS)}, or two of them "
+                             f"separated by a comma (layer 0, later layers)")
+        self.layout = layout
+        self._layouts = parts
+        self.update_prefetch = PF_UPD
         self.net.n_layers = L
         self.net.seed = seed
         self.net.qmode = QUERY_MODES[query_mode]
@@ -559,6 +633,7 @@ cdef class Core:
         self.samples_seen = 0
         self.W, self.b, self.mW, self.vW, self.mb, self.vb = [], [], [], [], [], []
         self._sort = []
+        self._bufs = []
         for l in range(L + 1):
             self.net.sizes[l] = int(sizes[l])
         for l in range(L):
@@ -568,24 +643,68 @@ cdef class Core:
             self.net.samp[l] = SAMPLERS[samplers[l]]
             self.net.target[l] = int(min(max(targets[l], 0), n_out))
             self.net.min_active[l] = int(min(max(min_active[l], 0), n_out))
-            shape = (n_in * n_out,)
-            self.W.append(np.zeros(shape, np.float32))
+            rows = n_in if l == 0 else n_out
+            fan = n_out if l == 0 else n_in
+            self._alloc_rows(l, rows, fan)
             self.b.append(np.zeros(n_out, np.float32))
             if self.opt == OPT_ADAM:
-                self.mW.append(np.zeros(shape, np.float32)); self.vW.append(np.zeros(shape, np.float32))
                 self.mb.append(np.zeros(n_out, np.float32)); self.vb.append(np.zeros(n_out, np.float32))
             else:
-                self.mW.append(None); self.vW.append(None); self.mb.append(None); self.vb.append(None)
-            rows = n_in if l == 0 else n_out
+                self.mb.append(None); self.vb.append(None)
             self._sort.append((np.zeros(rows + 1, np.int32), np.zeros(rows + 1, np.int32),
                                np.zeros(rows + 1, np.int32)))
             self._pointers(l)
         self._scratch = None
 
+    def _alloc_rows(self, int l, long rows, long fan):
+        """Weight and Adam-moment rows of layer l in the chosen layout. `W[l]`, `mW[l]`, `vW[l]` are
+        [rows, fan] numpy views (strided when interleaved); the kernels see base pointers and strides."""
+        cdef float[:, :, ::1] b3
+        cdef float[:, ::1] b2_
+        cdef float[:, ::1] mv
+        adam = self.opt == OPT_ADAM
+        lay = self._layouts[0 if l == 0 else 1]
+        if adam and lay == "wmv":
+            buf = _aligned_zeros(rows * 3 * fan, np.float32).reshape(rows, 3, fan)
+            self._bufs.append((buf,))
+            self.W.append(buf[:, 0, :]); self.mW.append(buf[:, 1, :]); self.vW.append(buf[:, 2, :])
+            b3 = buf
+            self.net.W[l] = &b3[0, 0, 0]
+            self.net.M[l] = &b3[0, 1, 0]
+            self.net.V[l] = &b3[0, 2, 0]
+            self.net.rs[l] = 3 * fan
+            self.net.rsm[l] = 3 * fan
+        else:
+            wbuf = _aligned_zeros(rows * fan, np.float32).reshape(rows, fan)
+            b2_ = wbuf
+            self.W.append(wbuf)
+            self.net.W[l] = &b2_[0, 0]
+            self.net.rs[l] = fan
+            if not adam:
+                self._bufs.append((wbuf,))
+                self.mW.append(None); self.vW.append(None)
+                self.net.M[l] = NULL; self.net.V[l] = NULL; self.net.rsm[l] = 0
+            elif lay == "mv":
+                mbuf = _aligned_zeros(rows * 2 * fan, np.float32).reshape(rows, 2, fan)
+                self._bufs.append((wbuf, mbuf))
+                self.mW.append(mbuf[:, 0, :]); self.vW.append(mbuf[:, 1, :])
+                b3 = mbuf
+                self.net.M[l] = &b3[0, 0, 0]
+                self.net.V[l] = &b3[0, 1, 0]
+                self.net.rsm[l] = 2 * fan
+            else:
+                m_ = _aligned_zeros(rows * fan, np.float32).reshape(rows, fan)
+                v_ = _aligned_zeros(rows * fan, np.float32).reshape(rows, fan)
+                self._bufs.append((wbuf, m_, v_))
+                self.mW.append(m_); self.vW.append(v_)
+                mv = m_
+                self.net.M[l] = &mv[0, 0]
+                mv = v_
+                self.net.V[l] = &mv[0, 0]
+                self.net.rsm[l] = fan
+
     cdef void _pointers(self, int l):
-        cdef float[::1] w = self.W[l]
         cdef float[::1] bb = self.b[l]
-        self.net.W[l] = &w[0]
         self.net.b[l] = &bb[0]
 
     # ------------------------------------------------------------------------------- tables
@@ -631,9 +750,9 @@ cdef class Core:
         if not self.has_tab[l]:
             raise ValueError(f"layer {l} has no LSH tables")
         if l == 0:     # neuron j of layer 0 is column j of the feature-major matrix
-            row_stride, elem_stride = 1, n_out
+            row_stride, elem_stride = 1, self.net.rs[0]
         else:
-            row_stride, elem_stride = n_in, 1
+            row_stride, elem_stride = self.net.rs[l], 1
         with nogil:
             rc = lsh_build(&self.tabs[l], self.net.W[l], n_out, row_stride, elem_stride, nt)
         if rc != 0:
@@ -710,6 +829,9 @@ cdef class Core:
         cdef int[::1] ncand
         cdef long[::1] offs
         cdef Upd u
+        cdef Upd us[MAXL]
+        cdef BucketJob bj[MAXL]
+        cdef int lq
         cdef double loss_sum
         for l in range(L):
             if net.samp[l] == SAMP_LSH and not self.has_tab[l]:
@@ -747,6 +869,7 @@ cdef class Core:
         memset(&u, 0, sizeof(Upd))
         u.opt = self.opt
         u.b1 = self.b1; u.b2 = self.b2
+        u.pf = max(1, self.update_prefetch)
         if self.opt == OPT_ADAM:
             bc1 = 1.0 - self.b1 ** self.step
             bc2 = 1.0 - self.b2 ** self.step
@@ -754,63 +877,82 @@ cdef class Core:
             u.eps_t = self.eps * (bc2 ** 0.5)
         else:
             u.lr_t = self.lr
-        offs = np.empty(b, np.int64)
         stats = {}
+        # ---- bucket every layer's (sample, position) entries by row: independent counting sorts,
+        # run concurrently (one layer per thread)
+        t_k = time.perf_counter()
         for l in range(L):
-            u.layer = l
+            us[l] = u
+            us[l].layer = l
             n_out = net.sizes[l + 1]
-            u.row_len = n_out if l == 0 else net.sizes[l]
-            u.grad = &f2[0]
-            u.grad_stride = sc[7]
+            us[l].row_len = n_out if l == 0 else net.sizes[l]
+            us[l].grad = &f2[0]
+            us[l].grad_stride = sc[7]
+            us[l].W = net.W[l]; us[l].rs = net.rs[l]
+            us[l].M = net.M[l]; us[l].V = net.V[l]; us[l].rsm = net.rsm[l]
             if self.opt == OPT_ADAM:
-                f1 = self.mW[l]; u.mW = &f1[0]
-                f1 = self.vW[l]; u.vW = &f1[0]
-                f1 = self.mb[l]; u.mb = &f1[0]
-                f1 = self.vb[l]; u.vb = &f1[0]
+                f1 = self.mb[l]; us[l].mb = &f1[0]
+                f1 = self.vb[l]; us[l].vb = &f1[0]
             i1, i2, i3 = self._sort[l]
-            u.dense_rows = 0
-            if l == 0:
-                # rows = the features present in the batch
-                cnt_s = np.diff(np.asarray(xptr)).astype(np.int32); keep.append(cnt_s)
-                i4 = cnt_s
-                for s in range(b):
-                    offs[s] = xptr[s]
-                n_ent = xptr[b]
+            us[l].dense_rows = 0
+            bj[l].active = 0
+            if l == 0 or not wk.full[l]:
+                offs = np.empty(b, np.int64); keep.append(offs)
+                if l == 0:            # rows = the features present in the batch
+                    i4 = np.diff(np.asarray(xptr)).astype(np.int32)
+                    for s in range(b):
+                        offs[s] = xptr[s]
+                    n_ent = xptr[b]
+                    bj[l].ids = wk.xind
+                    bj[l].n_total = net.sizes[0]
+                else:
+                    i4 = np.asarray(<int[:b]> wk.nact[l]).copy()
+                    for s in range(b):
+                        offs[s] = <long>s * wk.stride[l]
+                    n_ent = int(np.asarray(i4).sum())
+                    bj[l].ids = wk.ids[l]
+                    bj[l].n_total = n_out
+                keep.append(i4)
                 es = np.empty(max(n_ent, 1), np.int32); ep = np.empty(max(n_ent, 1), np.int32)
+                keep.append(es); keep.append(ep)
                 i5 = es; i6 = ep
-                with nogil:
-                    n_rows = bucket_rows(b, wk.xind, &offs[0], &i4[0], &i1[0], &i2[0], &i3[0], &i5[0], &i6[0], net.sizes[0])
-            elif wk.full[l]:
-                u.dense_rows = 1
-                n_rows = n_out
-            else:
-                i4 = np.asarray(<int[:b]> wk.nact[l]).copy()
-                for s in range(b):
-                    offs[s] = <long>s * wk.stride[l]
-                n_ent = int(np.asarray(i4).sum())
-                es = np.empty(max(n_ent, 1), np.int32); ep = np.empty(max(n_ent, 1), np.int32)
-                i5 = es; i6 = ep
-                with nogil:
-                    n_rows = bucket_rows(b, wk.ids[l], &offs[0], &i4[0], &i1[0], &i2[0], &i3[0], &i5[0], &i6[0], n_out)
-            u.touched = &i3[0]; u.rstart = &i2[0]; u.rend = &i1[0]
-            u.n_rows = n_rows
+                bj[l].active = 1
+                bj[l].off = &offs[0]; bj[l].cnt_s = &i4[0]; bj[l].cnt = &i1[0]; bj[l].rstart = &i2[0]
+                bj[l].touched = &i3[0]; bj[l].ent_s = &i5[0]; bj[l].ent_pos = &i6[0]
+                us[l].touched = &i3[0]; us[l].rstart = &i2[0]; us[l].rend = &i1[0]
+                us[l].ent_s = &i5[0]; us[l].ent_pos = &i6[0]
+            else:                     # a full layer l >= 1: every row, every sample
+                us[l].dense_rows = 1
+                us[l].n_rows = n_out
+                us[l].ent_s = NULL; us[l].ent_pos = NULL
+        with nogil, parallel(num_threads=min(nt, L)):
+            for lq in prange(L, schedule="static", chunksize=1):
+                if bj[lq].active:
+                    bj[lq].n_rows = bucket_rows(b, bj[lq].ids, bj[lq].off, bj[lq].cnt_s, bj[lq].cnt,
+                                                bj[lq].rstart, bj[lq].touched, bj[lq].ent_s,
+                                                bj[lq].ent_pos, bj[lq].n_total)
+        for l in range(L):
+            if bj[l].active:
+                us[l].n_rows = bj[l].n_rows
+        stats["time_bucket_s"] = time.perf_counter() - t_k
+        # ---- updates, one layer at a time, parallel over touched rows
+        for l in range(L):
             t_l = time.perf_counter()
-            u.ent_s = &i5[0] if not u.dense_rows else NULL
-            u.ent_pos = &i6[0] if not u.dense_rows else NULL
+            n_rows = us[l].n_rows
             with nogil, parallel(num_threads=nt):
                 tid = threadid()
                 for t in prange(n_rows, schedule="dynamic", chunksize=16):
-                    update_row(net, &wk, &u, t, tid)
-            if not u.dense_rows:
+                    update_row(net, &wk, &us[l], t, tid)
+            if bj[l].active:
                 with nogil:
                     for t in range(n_rows):
-                        i1[i3[t]] = 0
+                        bj[l].cnt[bj[l].touched[t]] = 0
             stats[f"time_update_layer{l}_s"] = time.perf_counter() - t_l
             stats[f"touched_rows_layer{l}"] = n_rows
             if l == L - 1:
                 stats["touched_rows_out"] = n_rows
             if l == 0:
-                self._update_bias0(&wk, &u, b, nt, keep)
+                self._update_bias0(&wk, &us[0], b, nt, keep)
         self.samples_seen += b
         stats["time_forward_backward_s"] = t_b - t_a
         stats["time_update_s"] = time.perf_counter() - t_b
@@ -935,13 +1077,14 @@ cdef void topk_block(const Net* net, const float* H, int s0, int nb, int k, floa
     """Exact output layer for samples s0..s0+nb-1 (last hidden activations in H), top-k each."""
     cdef int L = net.n_layers, j, s, n_in = net.sizes[L - 1], n_out = net.sizes[L]
     cdef const float* W = net.W[L - 1]
+    cdef long rs = net.rs[L - 1]
     cdef const float* bb = net.b[L - 1]
     for s in range(nb):
         cnt[s] = 0
     for j in range(n_out):
         if j + PF_AHEAD < n_out:
-            sb_prefetch_row(W + <long>(j + PF_AHEAD) * n_in, n_in)
-        sb_dot_multi(W + <long>j * n_in, bb[j], H + <long>s0 * n_in, n_in, nb, n_in, buf)
+            sb_prefetch_row(W + <long>(j + PF_AHEAD) * rs, n_in)
+        sb_dot_multi(W + <long>j * rs, bb[j], H + <long>s0 * n_in, n_in, nb, n_in, buf)
         for s in range(nb):
             if cnt[s] < k or buf[s] > tv[<long>(s0 + s) * k + k - 1]:
                 topk_push(buf[s], j, tv + <long>(s0 + s) * k, ti + <long>(s0 + s) * k, &cnt[s], k)

@@ -150,6 +150,28 @@ SB_CLONES static void sb_adam_row(float* restrict w, float* restrict m, float* r
     }
 }
 
+/* Adam on one row whose gradient is a single scaled vector g = a * x (a row touched by one sample):
+ * the gradient is formed in registers instead of a zeroed buffer plus an axpy pass. Same arithmetic
+ * as sb_axpy into a zeroed g followed by sb_adam_row, up to the sign of zero gradients. */
+SB_CLONES static void sb_adam_row_scaled(float* restrict w, float* restrict m, float* restrict v,
+                                         float a, const float* restrict x, int n, float b1, float b2,
+                                         float lr_t, float eps_t) {
+    const float c1 = 1.0f - b1, c2 = 1.0f - b2;
+    for (int i = 0; i < n; i++) {
+        float gi = a * x[i];
+        float mi = b1 * m[i] + c1 * gi;
+        float vi = b2 * v[i] + c2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        w[i] -= lr_t * mi / (sqrtf(vi) + eps_t);
+    }
+}
+
+/* SGD on one row with g = a * x */
+SB_CLONES static void sb_sgd_row_scaled(float* restrict w, float a, const float* restrict x, int n, float lr) {
+    for (int i = 0; i < n; i++) w[i] -= lr * (a * x[i]);
+}
+
 /* plain SGD: w -= lr * g */
 SB_CLONES static void sb_sgd_row(float* restrict w, const float* restrict g, int n, float lr) {
     for (int i = 0; i < n; i++) w[i] -= lr * g[i];

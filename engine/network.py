@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,6 +265,31 @@ def _check_csr(X, name: str, n_cols: int) -> sp.csr_matrix:
     return X
 
 
+def _layout() -> str:
+    """In-memory layout of weight and Adam-moment rows (internal; results do not depend on it), for
+    layer 0 and for the later layers: "wmv" interleaves each row's weight, m and v ([rows][3][fan]) so
+    a touched row is one contiguous block; "mv" interleaves only m and v; "soa" keeps three separate
+    arrays. Default "wmv,soa": layer 0's rows are only ever touched sparsely (the features of a batch),
+    while the output layer is also streamed whole (the `full` sampler, exact predict, rehash), which
+    interleaving slows down. SLIDEBENCH_ENGINE_LAYOUT overrides it for benchmarking the alternatives."""
+    v = os.environ.get("SLIDEBENCH_ENGINE_LAYOUT", "wmv,soa")
+    parts = v.split(",")
+    if not 1 <= len(parts) <= 2 or any(p not in ("wmv", "mv", "soa") for p in parts):
+        raise ValueError(f"SLIDEBENCH_ENGINE_LAYOUT must be one of wmv, mv, soa or two of them separated by "
+                         f"a comma (layer 0, later layers); got {v!r}")
+    return v
+
+
+def _saved(z, key: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Array `key` of a saved network, checked against the engine's size for it."""
+    if key not in z:
+        raise ValueError(f"saved network lacks array {key!r}")
+    a = z[key]
+    if a.size != math.prod(shape):
+        raise ValueError(f"saved array {key!r} has {a.size} values, expected {math.prod(shape)}")
+    return a.reshape(shape)
+
+
 class Network:
     """A SLIDE network: sparse input -> hidden ReLU layers -> softmax output, LSH-sampled layers.
 
@@ -286,7 +312,8 @@ class Network:
         self._core = _core.Core(
             cfg.sizes, samplers, [cfg.target(l) for l in range(L)], [cfg.min_active_for(l) for l in range(L)],
             optimizer=cfg.optimizer, lr=cfg.lr, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps,
-            query_mode=qmode, min_hits=cfg.threshold_m, seed=self.engine_seed, n_threads=self.n_threads)
+            query_mode=qmode, min_hits=cfg.threshold_m, seed=self.engine_seed, n_threads=self.n_threads,
+            layout=_layout())
         if _init_weights:
             rng = np.random.default_rng(derive_seed(self.seed, "init"))
             for l in range(L):
@@ -333,9 +360,9 @@ class Network:
     def _store_weight(self, l: int, w: np.ndarray) -> None:
         """w in Keras layout [fan_in, fan_out] -> engine layout."""
         if l == 0:
-            self._core.W[0].reshape(w.shape)[...] = w
+            self._core.W[0][...] = w
         else:
-            self._core.W[l].reshape(w.shape[1], w.shape[0])[...] = w.T
+            self._core.W[l][...] = w.T
 
     # -------------------------------------------------------------------------------- schedule
     def _refresh_if_due(self, b: int) -> None:
@@ -429,9 +456,9 @@ class Network:
         for l in range(self.cfg.n_layers):
             n_in, n_out = sizes[l], sizes[l + 1]
             if l == 0:
-                d["W0"] = self._core.W[0].reshape(n_in, n_out).copy()
+                d["W0"] = self._core.W[0].copy()          # C-contiguous copy (W[0] may be a strided view)
             else:
-                d[f"W{l}"] = np.ascontiguousarray(self._core.W[l].reshape(n_out, n_in).T)
+                d[f"W{l}"] = self._core.W[l].T.copy()
             d[f"b{l}"] = self._core.b[l].copy()
         return d
 
@@ -467,10 +494,13 @@ class Network:
         core = self._core
         arrays = {}
         for l in range(self.cfg.n_layers):
-            arrays[f"W{l}"] = core.W[l]
+            # flat engine-row order (the file format does not depend on the in-memory layout)
+            arrays[f"W{l}"] = np.ascontiguousarray(core.W[l]).reshape(-1)
             arrays[f"b{l}"] = core.b[l]
             if self.cfg.optimizer == "adam":
-                for name in ("mW", "vW", "mb", "vb"):
+                for name in ("mW", "vW"):
+                    arrays[f"{name}{l}"] = np.ascontiguousarray(getattr(core, name)[l]).reshape(-1)
+                for name in ("mb", "vb"):
                     arrays[f"{name}{l}"] = getattr(core, name)[l]
         state = {
             "format": "slidebench-engine-1", "n_features": self.cfg.n_features, "n_labels": self.cfg.n_labels,
@@ -511,11 +541,12 @@ class Network:
         Network.__init__(self, cfg, seed=state["seed"], n_threads=nt, _init_weights=False)
         core = self._core
         for l in range(cfg.n_layers):
-            core.W[l][...] = z[f"W{l}"]
-            core.b[l][...] = z[f"b{l}"]
+            core.W[l][...] = _saved(z, f"W{l}", core.W[l].shape)
+            core.b[l][...] = _saved(z, f"b{l}", core.b[l].shape)
             if cfg.optimizer == "adam":
                 for name in ("mW", "vW", "mb", "vb"):
-                    getattr(core, name)[l][...] = z[f"{name}{l}"]
+                    arr = getattr(core, name)[l]
+                    arr[...] = _saved(z, f"{name}{l}", arr.shape)
         core.step = state["step"]
         core.samples_seen = state["samples_seen"]
         self._generation = {l: gens.get(l, 0) for l in self._tabled}
