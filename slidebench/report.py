@@ -328,9 +328,13 @@ def _manifest_section(results_dir: Path, summaries: list[Summary]) -> str:
         lines.append("")
     rs = _first_run_start(results_dir)
     man = None
+    saved = sorted((results_dir / "summary").glob("*_manifest.json")) if (results_dir / "summary").is_dir() else []
     if rs is not None:
         man = rs.get("manifest") or {k: v for k, v in rs.items() if k not in ("params",)}
         lines.append("Manifest of the first run log found (`run_start`):")
+    elif saved:
+        man = json.loads(saved[0].read_text())
+        lines.append(f"Manifest of the runs, kept by `summarize` in `summary/{saved[0].name}`:")
     else:
         try:
             from . import manifest as _m

@@ -12,6 +12,8 @@ reused from another experiment is attributed to the experiment it was copied int
 """
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Any
 
@@ -111,12 +113,15 @@ def summarize_experiment(experiment: str, results_dir: str | Path = "results", *
     results_dir = Path(results_dir)
     runs, curves = [], []
     problems = []
+    manifest = None
     for p in _logs_for(results_dir, experiment):
         try:
             log = read_log(p)
         except (OSError, ValueError) as e:
             problems.append(f"{p}: {e}")
             continue
+        if manifest is None and log.run_start and log.run_start.get("manifest"):
+            manifest = log.run_start["manifest"]
         row = _run_row(experiment, p, log)
         runs.append(row)
         params = {k: v for k, v in row.items() if k.startswith("param_")}
@@ -142,6 +147,9 @@ def summarize_experiment(experiment: str, results_dir: str | Path = "results", *
         curves_df.to_csv(out / f"{experiment}_curves.csv", index=False)
         runs_df.to_csv(out / f"{experiment}_runs.csv", index=False)
         ttt_df.to_csv(out / f"{experiment}_ttt.csv", index=False)
+        if manifest is not None:   # kept beside the CSVs so the report has it where raw logs are not committed
+            (out / f"{experiment}_manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True,
+                                                                        default=str) + "\n")
     return {"curves": curves_df, "runs": runs_df, "ttt": ttt_df}
 
 

@@ -390,3 +390,18 @@ def test_truncated_last_line_is_tolerated_and_corruption_is_not(tmp_path):
     p.write_text('{"type": "run_start"}\nnot json\n{"type": "eval"}\n')
     with pytest.raises(ValueError, match="x.jsonl:2"):
         read_log(p)
+
+
+def test_summary_keeps_the_manifest_so_the_report_has_it_without_raw_logs(tmp_path):
+    import shutil
+    from slidebench.report import render_report
+    res = tmp_path / "results"
+    run = make_run(budget={"steps": 3}, ev={"every_steps": 3, "subset_size": 50})
+    runner.run_one(run, res, data_loader="fakes:load_fake", clock=fakes.CLOCK)
+    summarize_experiment("t", res)
+    saved = json.loads((res / "summary" / "t_manifest.json").read_text())
+    assert saved == read_log(run.log_path(res)).run_start["manifest"]
+    shutil.rmtree(res / "raw")                     # a clone: raw logs are not committed
+    text = render_report(res, ["t"])
+    assert "kept by `summarize` in `summary/t_manifest.json`" in text
+    assert saved["cpu_model"] in text
