@@ -602,7 +602,10 @@ def run_micro_experiment(exp: Experiment, results_dir: str | Path = "results", *
     """Run a kind="micro" experiment in one child process (threads fixed before the interpreter starts)."""
     from .spec import resolve_threads
     out_csv = Path(results_dir) / "summary" / f"{exp.name}.csv"
-    if resume and out_csv.exists():
+    # "finished here" is a marker under results/raw (never committed), not the CSV: a fresh clone
+    # carries the reference run's committed CSVs, and its reproduce must measure this machine
+    marker = Path(results_dir) / "raw" / exp.name / "micro-done.json"
+    if resume and out_csv.exists() and marker.exists():
         return {"action": "skipped_finished", "path": str(out_csv), "status": "exists"}
     n = threads if threads is not None else max(resolve_threads(t) for t in exp.threads)
     env = dict(os.environ)
@@ -618,6 +621,10 @@ def run_micro_experiment(exp: Experiment, results_dir: str | Path = "results", *
     t0 = time.monotonic()
     p = subprocess.run(cmd, env=env)
     st = "ok" if p.returncode == 0 and out_csv.exists() else f"error (exit {p.returncode})"
+    if st == "ok":
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"experiment": exp.name, "csv": str(out_csv), "threads": n,
+                                      "scale": scale, "data_dir": data_dir}) + "\n")
     return {"action": "ran", "path": str(out_csv), "status": st, "elapsed_s": time.monotonic() - t0}
 
 

@@ -405,3 +405,17 @@ def test_summary_keeps_the_manifest_so_the_report_has_it_without_raw_logs(tmp_pa
     text = render_report(res, ["t"])
     assert "kept by `summarize` in `summary/t_manifest.json`" in text
     assert saved["cpu_model"] in text
+
+
+def test_micro_resume_remeasures_committed_csv_and_skips_only_what_ran_here(tmp_path):
+    from slidebench.spec import load_experiment
+    exp = load_experiment(REPO / "experiments" / "fig11.toml")
+    res = tmp_path / "results"
+    (res / "summary").mkdir(parents=True)
+    (res / "summary" / "fig11.csv").write_text("a committed reference csv\n")   # as in a fresh clone
+    out = runner.run_micro_experiment(exp, res, scale="tiny", threads=1, resume=True, progress=False)
+    assert out["action"] == "ran" and out["status"] == "ok"
+    assert (res / "summary" / "fig11.csv").read_text() != "a committed reference csv\n"
+    assert (res / "raw" / "fig11" / "micro-done.json").exists()
+    again = runner.run_micro_experiment(exp, res, scale="tiny", threads=1, resume=True, progress=False)
+    assert again["action"] == "skipped_finished"
