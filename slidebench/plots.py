@@ -623,14 +623,21 @@ def fig_protocol(s: Summary, out_dir: Path) -> list[Path]:
                    "Protocol: fair vs the 2019 release's protocol", out_dir, s.name)
 
 
-def fig_samplers(s: Summary, out_dir: Path) -> list[Path]:
-    """Fig 4: cost per sample of the samplers (query cost and training-step cost)."""
+def _micro_frame(s: Summary, need: set[str]) -> pd.DataFrame | None:
+    """A micro-experiment's table, or None when there is none; a ValueError names missing columns."""
     df = s.micro
     if df is None or len(df) == 0:
-        return []
-    need = {"sampler", "what", "us_per_sample", "us_per_sample_min", "us_per_sample_max"}
+        return None
     if not need <= set(df.columns):
         raise ValueError(f"{s.name}.csv lacks columns {sorted(need - set(df.columns))}")
+    return df
+
+
+def fig_samplers(s: Summary, out_dir: Path) -> list[Path]:
+    """Fig 4: cost per sample of the samplers (query cost and training-step cost)."""
+    df = _micro_frame(s, {"sampler", "what", "us_per_sample", "us_per_sample_min", "us_per_sample_max"})
+    if df is None:
+        return []
     order = {"kernel": 0, "query": 1, "train": 2}
     whats = sorted(_uniq(df, "what"), key=lambda w: (order.get(w, 9), w))
     fig, axes = _new_fig(1, len(whats), w=4.0)
@@ -662,12 +669,9 @@ def fig_samplers(s: Summary, out_dir: Path) -> list[Path]:
 
 def fig_threshold(s: Summary, out_dir: Path) -> list[Path]:
     """Fig 11: P(selected by hard threshold m of L) against collision probability p."""
-    df = s.micro
-    if df is None or len(df) == 0:
+    df = _micro_frame(s, {"source", "m", "L", "p", "prob"})
+    if df is None:
         return []
-    need = {"source", "m", "L", "p", "prob"}
-    if not need <= set(df.columns):
-        raise ValueError(f"{s.name}.csv lacks columns {sorted(need - set(df.columns))}")
     fig, axes = _new_fig(1, 1, w=5.0, h=3.6)
     ax = axes[0][0]
     ms = _uniq(df, "m")
@@ -698,12 +702,9 @@ TAB3_PAPER = {"insert_reservoir": 0.371, "insert_fifo": 0.762, "rebuild_fifo": 1
 
 def fig_insertion(s: Summary, out_dir: Path) -> list[Path]:
     """Table 3 as a bar chart: insertion time FIFO vs reservoir and a rebuild with hashing."""
-    df = s.micro
-    if df is None or len(df) == 0:
+    df = _micro_frame(s, {"operation", "seconds_median", "seconds_min", "seconds_max"})
+    if df is None:
         return []
-    need = {"operation", "seconds_median", "seconds_min", "seconds_max"}
-    if not need <= set(df.columns):
-        raise ValueError(f"{s.name}.csv lacks columns {sorted(need - set(df.columns))}")
     fig, axes = _new_fig(1, 1, w=5.2, h=3.2)
     ax = axes[0][0]
     d = df.reset_index(drop=True)
