@@ -132,7 +132,7 @@ def cmd_data(a) -> int:
 
 
 def _print_grid(runs, results_dir) -> None:
-    from .runlog import read_log
+    from .harness.runlog import read_log
     for r in runs:
         p = r.log_path(results_dir)
         state = "new"
@@ -147,8 +147,8 @@ def _print_grid(runs, results_dir) -> None:
 
 
 def cmd_run(a) -> int:
-    from .runner import run_experiment, run_micro_experiment
-    from .spec import expand, load_experiment
+    from .harness.executors import run_experiment, run_micro_experiment
+    from .harness.spec import expand, load_experiment
     exp = load_experiment(a.experiment)
     if exp.kind == "micro":
         if a.dry_run:
@@ -171,8 +171,8 @@ def cmd_run(a) -> int:
 
 
 def cmd_run_one(a) -> int:
-    from .runner import run_one
-    from .spec import RunSpec
+    from .harness.process import run_one
+    from .harness.spec import RunSpec
     from .trainers import register
     for item in a.register:
         name, _, target = item.partition("=")
@@ -191,7 +191,7 @@ def cmd_run_one(a) -> int:
 
 
 def cmd_run_micro(a) -> int:
-    from .runner import micro_child
+    from .harness.process import micro_child
     out = micro_child(a.experiment, a.results_dir, scale=a.scale, data_dir=a.data_dir, n_threads=a.threads,
                       progress=not a.quiet)
     print(f"wrote {out}")
@@ -222,7 +222,7 @@ def cmd_report(a) -> int:
 
 
 def cmd_env(a) -> int:
-    from . import manifest
+    from .harness import manifest
     m = manifest.collect()
     m["engine"] = manifest.engine_info()
     print(json.dumps(m, indent=2, default=str))
@@ -230,8 +230,8 @@ def cmd_env(a) -> int:
 
 
 def cmd_reproduce(a) -> int:
-    from .runner import run_experiment, run_micro_experiment
-    from .spec import expand, load_experiment
+    from .harness.executors import run_experiment, run_micro_experiment
+    from .harness.spec import expand, load_experiment
     from .summarize import summarize
     t_start = time.monotonic()
     files = sorted(p for p in Path(a.experiments_dir).glob("*.toml") if p.stem != "smoke")
