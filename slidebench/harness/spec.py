@@ -221,8 +221,11 @@ def load_experiment(path: str | Path) -> Experiment:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such experiment file")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if text.startswith("\ufeff"):
+        raise SpecError(f"{path}: the file starts with a UTF-8 byte-order mark (BOM); save it without one")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{path}: not valid TOML: {e}") from None
     return parse_experiment(raw, path)

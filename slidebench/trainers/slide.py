@@ -37,11 +37,15 @@ class SlideTrainer:
         self.stream: BatchStream | None = None
 
     @classmethod
-    def validate_params(cls, params: dict[str, Any], n_features: int, n_labels: int, n_threads: int = 1) -> dict:
+    def validate_params(cls, params: dict[str, Any], n_features: int | None, n_labels: int | None,
+                        n_threads: int = 1) -> dict:
         """Check params as ``setup`` would, without allocating (the engine's parse_config) and the memory
         preflight against the data's shapes; ValueError/MemoryError naming the key or the need."""
         from ..engine.network import _preflight, parse_config
         engine_params = cls._engine_params(params)
+        if n_features is None or n_labels is None:         # shapes unknown: the keys and values only
+            parse_config(1, 1, engine_params)
+            return engine_params
         cfg = parse_config(n_features, n_labels, engine_params)
         _preflight(cfg, n_threads)
         return engine_params
