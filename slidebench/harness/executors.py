@@ -146,15 +146,15 @@ def _dask_task(run_json: str, results_dir: str, progress: bool, data_loader, ext
 
 
 def dask_client(*, workers: int | None = None, scheduler: str | None = None, cores_per_worker: int | None = None):
-    """A distributed.Client: a local cluster of ``workers`` single-threaded worker processes, each with
-    ``cores_per_worker`` (default: this host's cores // workers) of the ``cores`` resource, or the
-    cluster at ``scheduler``."""
+    """A distributed.Client: a local cluster of ``workers`` worker processes, each with
+    ``cores_per_worker`` (default: this host's cores // workers) of the ``cores`` resource (and as many
+    task threads, each of which only waits on its run's process), or the cluster at ``scheduler``."""
     from distributed import Client, LocalCluster
     if scheduler:
         return Client(scheduler)
     n = int(workers or 1)
     cores = cores_per_worker or max(1, (os.cpu_count() or 1) // n)
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, resources={"cores": cores},
+    cluster = LocalCluster(n_workers=n, threads_per_worker=cores, processes=True, resources={"cores": cores},
                            dashboard_address=None)
     return Client(cluster)
 
