@@ -33,7 +33,13 @@ def estimate_memory(system: str, p: dict[str, Any], n_features: int, n_labels: i
     grads = 4 * n_w if p["input_path"] == "sparse_matmul" or p["optimizer_impl"] == "keras" else \
         4 * (n_w - sizes[0] * sizes[1])
     bs = int(p["batch_size"])
-    out_cols = n_labels if system == "tf_full_softmax" else max(1, int(n_labels * 0.5))
+    if system == "tf_full_softmax":
+        out_cols = n_labels                                  # dense logits over every label
+    else:                                                    # sampled classes + true-label slots
+        ns = p["num_sampled"]
+        n_sampled = int(max(1, round(ns * n_labels))) if ns < 1 else int(ns)
+        n_true = 64 if p.get("num_true") == "auto" else int(p.get("num_true") or 1)
+        out_cols = min(n_labels, n_sampled + n_true)
     batch = 4 * bs * out_cols * 3
     predict = 4 * int(p["predict_batch"]) * n_labels * 2
     init = 4 * max(sizes[i] * sizes[i + 1] for i in range(len(sizes) - 1))

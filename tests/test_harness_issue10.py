@@ -388,3 +388,14 @@ def test_dask_local_cluster_gives_the_same_runs_as_sequential(tmp_path):
         assert (a.status, a.run_stop["steps"], a.run_stop["final_p_at_1"]) == \
                (b.status, b.run_stop["steps"], b.run_stop["final_p_at_1"])
         assert [e["p_at_1"] for e in a.evals] == [e["p_at_1"] for e in b.evals]
+
+
+def test_a_corrupted_final_log_is_moved_aside_and_rerun(tmp_path, capsys):
+    run = fake_run()
+    final = run.log_path(tmp_path)
+    final.parent.mkdir(parents=True)
+    final.write_text('{"type": "run_start"}{"type": "eval"}\n{"type": "run_stop", "status": "budget_steps"}\n')
+    res = executors.run_experiment(None, [run], tmp_path, resume=True, progress=False, data_loader="fakes:load_fake",
+                                   extra_env=CHILD_ENV)
+    assert res[0]["status"] == "budget_steps" and read_log(final).status == "budget_steps"
+    assert len(list(final.parent.glob("*.corrupt-*"))) == 1 and "moved it to" in capsys.readouterr().err

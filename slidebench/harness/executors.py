@@ -61,7 +61,13 @@ def check_existing(final: Path, run: RunSpec) -> Any:
     """Read an existing final log; refuse one whose run_start hash disagrees with its name."""
     if not final.exists():
         return None
-    log = read_log(final)
+    try:
+        log = read_log(final)
+    except ValueError as e:            # a corrupted log (e.g. written by two processes before the locks):
+        aside = final.with_name(final.name + f".corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        os.replace(final, aside)       # keep it for inspection, out of the way of the rerun
+        print(f"[slidebench] {e}; moved it to {aside.name} and running this run again", file=sys.stderr, flush=True)
+        return None
     if log.run_start is None:
         return log
     h = log.run_start.get("config_hash")

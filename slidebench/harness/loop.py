@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..contract import batches_per_epoch
-from .runlog import EVAL_FIELDS, STOP_FIELDS, RunLogWriter, record
+from .runlog import EVAL_FIELDS, START_FIELDS, STOP_FIELDS, RunLogWriter, record
 from .spec import RunSpec
 
 EVAL_K = 5
@@ -284,11 +284,12 @@ def _write_start(log, run, data, trainer, extra, init_time, describe: bool) -> N
           "n_train": n_train, "n_test": int(data.X_test.shape[0]), "n_features": data.n_features,
           "n_labels": data.n_labels, "sha256": data.sha256,
           "batches_per_epoch": batches_per_epoch(n_train, run.batch_size)}
-    log.write("run_start", experiment=run.experiment, label=run.label, system=run.system, config=run.config,
-              seed=run.seed, n_threads=run.n_threads, batch_size=run.batch_size, protocol=run.protocol,
-              params=run.trainer_params(), sweep=run.sweep, config_hash=run.config_hash, run_id=run.run_id,
-              identity=run.identity(), budget=run.budget, eval=run.eval, dataset=ds,
-              init_time_s=init_time, describe=desc, pid=os.getpid(), **extra)
+    log.write("run_start", **record(
+        START_FIELDS, experiment=run.experiment, label=run.label, system=run.system, config=run.config,
+        seed=run.seed, n_threads=run.n_threads, batch_size=run.batch_size, protocol=run.protocol,
+        params=run.trainer_params(), sweep=run.sweep, config_hash=run.config_hash, run_id=run.run_id,
+        identity=run.identity(), budget=run.budget, eval=run.eval, dataset=ds, init_time_s=init_time,
+        describe=desc, pid=os.getpid(), **extra))
 
 
 

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from . import manifest as mf
 from .loop import execute
-from .runlog import FINISHED, START_FIELDS, RunLogWriter, partial_path, record
+from .runlog import FINISHED, START_FIELDS, STOP_FIELDS, RunLogWriter, partial_path, record
 from .spec import RunSpec
 
 EXIT_BUSY = 3                 # _run-one: another process is writing this run (its lock is held)
@@ -148,8 +148,8 @@ def _run_logged(run, final, part, log, *, progress, data_loader, clock) -> dict[
             n_threads=run.n_threads, batch_size=run.batch_size, protocol=run.protocol, config=run.config,
             params=run.trainer_params(), sweep=run.sweep, config_hash=run.config_hash, run_id=run.run_id,
             identity=run.identity(), pid=os.getpid()))
-        stop = log.write("run_stop", fsync=True, status="error", error=traceback.format_exc(),
-                         train_time_s=0.0, steps=0, time_to_target_s=None)
+        stop = log.write("run_stop", fsync=True, **record(STOP_FIELDS, status="error", error=traceback.format_exc(),
+                                                          train_time_s=0.0, steps=0, n_evals=0))
         return stop
 
     def after_setup() -> dict:
