@@ -141,8 +141,13 @@ def _run_local(run: RunSpec, results_dir, *, progress: bool, data_loader, extra_
     return _outcome(run, results_dir, rc)
 
 
-def _dask_task(run_json: str, results_dir: str, progress: bool, data_loader, extra_env) -> dict[str, Any]:
-    """Runs on a Dask worker: the same child process as the local executor."""
+def _dask_task(run_json: str, results_dir: str, progress: bool, data_loader, extra_env,
+               systems: dict[str, str] | None = None) -> dict[str, Any]:
+    """Runs on a Dask worker: the same child process as the local executor. ``systems`` carries the
+    submitting process's registry entries (systems registered at run time exist only there)."""
+    from ..trainers import register
+    for name, target in (systems or {}).items():
+        register(name, target)
     run = RunSpec.from_json(run_json)
     t0 = time.monotonic()
     out = _run_local(run, results_dir, progress=progress, data_loader=data_loader, extra_env=extra_env)
@@ -252,6 +257,8 @@ def _run_grid(exp, runs, results_dir, *, resume, reuse_runs, progress, data_load
 def _run_dask(runs, todo, results_dir, report, *, progress, data_loader, extra_env, workers, scheduler,
               client) -> None:
     from distributed import as_completed
+
+    from ..trainers import REGISTRY
     own = client is None
     if own:
         client = dask_client(workers=workers, scheduler=scheduler)
@@ -262,6 +269,7 @@ def _run_dask(runs, todo, results_dir, report, *, progress, data_loader, extra_e
         t0 = time.monotonic()
         for i in todo:
             f = client.submit(_dask_task, runs[i].to_json(), rd, False, data_loader, extra_env,
+                              {runs[i].system: REGISTRY[runs[i].system]},
                               resources={"cores": runs[i].n_threads}, key=f"slidebench-{runs[i].run_id}-{i}",
                               pure=False)
             futs[f] = i
