@@ -386,6 +386,8 @@ def test_dask_local_cluster_gives_the_same_runs_as_sequential(tmp_path):
                                    extra_env=CHILD_ENV, executor="dask", workers=2)     # 2 worker processes
     assert [r["run_id"] for r in dsk] == [r["run_id"] for r in seq]
     assert {r["worker_host"] for r in dsk} and all(r["action"] == "ran" for r in dsk)
+    assert all(r["cpus"] is not None and len(r["cpus"]) == 1 for r in dsk)          # each run pinned to its core
+    assert read_log(slide.log_path(tmp_path / "dask")).run_start["manifest"]["cores_available"] == 1
     for r in runs:
         a, b = read_log(r.log_path(tmp_path / "seq")), read_log(r.log_path(tmp_path / "dask"))
         assert a.status == b.status and a.status.startswith(("budget", "reached"))

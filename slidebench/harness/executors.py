@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -129,11 +130,13 @@ def _outcome(run: RunSpec, results_dir, rc: int | None, timed_out: float | None 
     return {"action": "ran", "status": log.status if log else "no log written", "log": str(log.path) if log else None}
 
 
-def _run_local(run: RunSpec, results_dir, *, progress: bool, data_loader, extra_env) -> dict[str, Any]:
+def _run_local(run: RunSpec, results_dir, *, progress: bool, data_loader, extra_env,
+               cpus: list[int] | None = None) -> dict[str, Any]:
     limit = wall_limit(run)
     rc = None
     try:
-        rc = launch(run, results_dir, timeout=limit, progress=progress, data_loader=data_loader, extra_env=extra_env)
+        rc = launch(run, results_dir, timeout=limit, progress=progress, data_loader=data_loader, extra_env=extra_env,
+                    cpus=cpus)
     except subprocess.TimeoutExpired:
         print(f"[slidebench] {run.run_id}: killed after {limit:.0f} s of wall clock "
               "(SLIDEBENCH_RUN_TIMEOUT overrides); its partial log is kept and summarized "
@@ -142,7 +145,7 @@ def _run_local(run: RunSpec, results_dir, *, progress: bool, data_loader, extra_
 
 
 def _dask_task(run_json: str, results_dir: str, progress: bool, data_loader, extra_env,
-               systems: dict[str, str] | None = None) -> dict[str, Any]:
+               systems: dict[str, str] | None = None, cores_per_worker: int | None = None) -> dict[str, Any]:
     """Runs on a Dask worker: the same child process as the local executor. ``systems`` carries the
     submitting process's registry entries (systems registered at run time exist only there)."""
     from ..trainers import register
@@ -150,10 +153,52 @@ def _dask_task(run_json: str, results_dir: str, progress: bool, data_loader, ext
         register(name, target)
     run = RunSpec.from_json(run_json)
     t0 = time.monotonic()
-    out = _run_local(run, results_dir, progress=progress, data_loader=data_loader, extra_env=extra_env)
+    cpus = _take_cores(run.n_threads, cores_per_worker)
+    try:
+        out = _run_local(run, results_dir, progress=progress, data_loader=data_loader, extra_env=extra_env, cpus=cpus)
+    finally:
+        _give_back(cpus)
     import socket
-    out.update(worker_host=socket.gethostname(), worker_elapsed_s=time.monotonic() - t0)
+    out.update(worker_host=socket.gethostname(), worker_elapsed_s=time.monotonic() - t0, cpus=cpus)
     return out
+
+
+# Exclusive cores on a worker: each worker process hands its tasks disjoint cores from its pool (a
+# local cluster's worker i owns cores [i*c, (i+1)*c) of this host; a worker started elsewhere owns the
+# cores its process may run on, e.g. its Slurm allocation), and the run's process is pinned to them.
+_POOL_LOCK = threading.Lock()
+_FREE: list[int] | None = None
+
+
+def _worker_pool(cores_per_worker: int | None) -> list[int]:
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if not cores_per_worker:
+        return allowed
+    try:
+        from distributed import get_worker
+        i = int(get_worker().name)
+    except (ImportError, ValueError, TypeError):
+        return allowed
+    return allowed[i * cores_per_worker:(i + 1) * cores_per_worker] or allowed
+
+
+def _take_cores(n: int, cores_per_worker: int | None) -> list[int] | None:
+    """n cores of this worker's pool, or None (no pinning) when the pool cannot provide them."""
+    global _FREE
+    with _POOL_LOCK:
+        if _FREE is None:
+            _FREE = _worker_pool(cores_per_worker)
+        if len(_FREE) < n:
+            return None
+        got, _FREE[:] = _FREE[:n], _FREE[n:]
+        return got
+
+
+def _give_back(cpus: list[int] | None) -> None:
+    if cpus:
+        with _POOL_LOCK:
+            _FREE.extend(cpus)
+            _FREE.sort()
 
 
 def dask_client(*, workers: int | None = None, scheduler: str | None = None, cores_per_worker: int | None = None):
@@ -260,8 +305,11 @@ def _run_dask(runs, todo, results_dir, report, *, progress, data_loader, extra_e
 
     from ..trainers import REGISTRY
     own = client is None
+    per_worker = None                     # a local cluster we start: worker i owns its slice of the cores
     if own:
-        client = dask_client(workers=workers, scheduler=scheduler)
+        if not scheduler:
+            per_worker = max(1, (os.cpu_count() or 1) // int(workers or 1))
+        client = dask_client(workers=workers, scheduler=scheduler, cores_per_worker=per_worker)
     try:
         _check_cluster(client, [runs[i] for i in todo])
         rd = str(Path(results_dir).resolve())
@@ -269,7 +317,7 @@ def _run_dask(runs, todo, results_dir, report, *, progress, data_loader, extra_e
         t0 = time.monotonic()
         for i in todo:
             f = client.submit(_dask_task, runs[i].to_json(), rd, False, data_loader, extra_env,
-                              {runs[i].system: REGISTRY[runs[i].system]},
+                              {runs[i].system: REGISTRY[runs[i].system]}, per_worker,
                               resources={"cores": runs[i].n_threads}, key=f"slidebench-{runs[i].run_id}-{i}",
                               pure=False)
             futs[f] = i

@@ -58,10 +58,13 @@ def thread_env(n_threads: int) -> dict[str, str]:
     }
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+def _die_with_parent(parent_pid: int, cpus: list[int] | None = None) -> Callable[[], None]:
     """preexec_fn for the child: SIGTERM when the parent dies (Linux prctl; a no-op elsewhere), and exit
-    at once if the parent is already gone (the race between fork and prctl)."""
+    at once if the parent is already gone (the race between fork and prctl); pinned to ``cpus`` when
+    given (the Dask executor's exclusive cores)."""
     def fn() -> None:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
         if sys.platform.startswith("linux"):
             try:
                 import ctypes
@@ -182,14 +185,15 @@ def child_command(run: RunSpec, results_dir: str | Path, *, python: str = sys.ex
 
 def start(run: RunSpec, results_dir: str | Path, *, python: str = sys.executable, progress: bool = True,
           data_loader: str | None = None, extra_env: dict | None = None, cwd: str | Path | None = None,
-          stdout=None) -> subprocess.Popen:
+          stdout=None, cpus: list[int] | None = None) -> subprocess.Popen:
     """Start the child process for one run (``python -m slidebench _run-one``) with the thread
-    environment fixed before the interpreter starts; the child dies with this process."""
+    environment fixed before the interpreter starts; the child dies with this process and, with
+    ``cpus``, runs only on those cores."""
     env = dict(os.environ)
     env.update(extra_env or {})
     env.update(thread_env(run.n_threads))
     cmd = child_command(run, results_dir, python=python, progress=progress, data_loader=data_loader)
-    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=stdout, preexec_fn=_die_with_parent(os.getpid()))
+    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=stdout, preexec_fn=_die_with_parent(os.getpid(), cpus))
 
 
 def launch(run: RunSpec, results_dir: str | Path, *, timeout: float | None = None, **kw) -> int:
