@@ -41,7 +41,7 @@ def estimate_memory(system: str, p: dict[str, Any], n_features: int, n_labels: i
         n_true = 64 if p.get("num_true") == "auto" else int(p.get("num_true") or 1)
         out_cols = min(n_labels, n_sampled + n_true)
     batch = 4 * bs * out_cols * 3
-    predict = 4 * int(p["predict_batch"]) * n_labels * 2
+    predict = 4 * int(p["predict_batch"]) * n_labels         # one block of logits
     init = 4 * max(sizes[i] * sizes[i + 1] for i in range(len(sizes) - 1))
     return {"weights": weights, "gradients": grads, "batch": batch, "predict": predict, "init": init,
             "total": weights + grads + batch + predict + init}

@@ -10,7 +10,6 @@ experiment file, the system label and the key.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from .spec import Experiment, RunSpec, SpecError
