@@ -148,6 +148,7 @@ def test_data_by_path_relative_named_and_budget_not_paper(tmp_path):
     exp = load_experiment(f)
     runs = expand(exp)
     assert runs[0].data["train"] == str((d / "tr.txt").resolve()) and runs[0].data["name"] == "MySet"
+    assert exp.name == "mine" and runs[0].experiment == "mine"
     assert runs[0].budget == {"steps": 20, "target_p_at_1": 0.5, "stop_at_target": True}   # never [budget.paper]
     assert expand(exp, scale="paper")[0].budget["train_seconds"] == 3600                   # a scale the user names
     assert expand(exp, data_dir=tmp_path)[0].data == runs[0].data                          # --data-dir: presets only

@@ -275,10 +275,10 @@ def parse_experiment(raw: dict[str, Any], path: str | Path) -> Experiment:
             _string(path, "[data]", k, data[k])
         tr, te = (Path(data[k]).expanduser() for k in ("train", "test"))
         tr, te = (p if p.is_absolute() else (path.parent / p) for p in (tr, te))
-        name = _string(path, "[data]", "name", data.get("name", tr.resolve().parent.name or tr.stem))
-        if not name or "/" in name or not LABEL_RE.match(name):
-            raise _err(path, "[data]", f"key 'name' may only contain letters, digits and _ . + -, got {name!r}")
-        files = {"train": str(tr.resolve()), "test": str(te.resolve()), "name": name}
+        dname = _string(path, "[data]", "name", data.get("name", tr.resolve().parent.name or tr.stem))
+        if not dname or not LABEL_RE.match(dname):
+            raise _err(path, "[data]", f"key 'name' may only contain letters, digits and _ . + -, got {dname!r}")
+        files = {"train": str(tr.resolve()), "test": str(te.resolve()), "name": dname}
     elif "data" in raw:
         raise _err(path, "[data]", "needs 'preset' or 'train' + 'test' (files by path)")
     validation = None
