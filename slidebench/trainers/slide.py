@@ -41,13 +41,18 @@ class SlideTrainer:
                         n_threads: int = 1) -> dict:
         """Check params as ``setup`` would, without allocating (the engine's parse_config) and the memory
         preflight against the data's shapes; ValueError/MemoryError naming the key or the need."""
-        from ..engine.network import _preflight, parse_config
+        import psutil
+
+        from ..engine import estimate_memory, parse_config
         engine_params = cls._engine_params(params)
         if n_features is None or n_labels is None:         # shapes unknown: the keys and values only
             parse_config(1, 1, engine_params)
             return engine_params
-        cfg = parse_config(n_features, n_labels, engine_params)
-        _preflight(cfg, n_threads)
+        need = estimate_memory(n_features, n_labels, engine_params, n_threads=n_threads)   # validates too
+        avail = int(psutil.virtual_memory().available)
+        if need > avail:
+            raise MemoryError(f"slide: this configuration needs about {need / 2**30:.1f} GiB but only "
+                              f"{avail / 2**30:.1f} GiB is available ({n_features} features, {n_labels} labels)")
         return engine_params
 
     @staticmethod
