@@ -405,3 +405,14 @@ def test_a_corrupted_final_log_is_moved_aside_and_rerun(tmp_path, capsys):
                                    extra_env=CHILD_ENV)
     assert res[0]["status"] == "budget_steps" and read_log(final).status == "budget_steps"
     assert len(list(final.parent.glob("*.corrupt-*"))) == 1 and "moved it to" in capsys.readouterr().err
+
+
+def test_no_wait_refuses_a_results_dir_in_use(tmp_path):
+    held = executors.results_lock(tmp_path)
+    try:
+        with pytest.raises(process.RunError, match="in use by another slidebench runner.*--no-wait"):
+            executors.run_experiment(None, [fake_run()], tmp_path, progress=False, data_loader="fakes:load_fake",
+                                     extra_env=CHILD_ENV, wait=False)
+    finally:
+        held.release()
+    assert not fake_run().log_path(tmp_path).exists()
