@@ -416,3 +416,17 @@ def test_no_wait_refuses_a_results_dir_in_use(tmp_path):
     finally:
         held.release()
     assert not fake_run().log_path(tmp_path).exists()
+
+
+def test_dask_joins_a_scheduler_and_refuses_runs_no_worker_can_hold(tmp_path):
+    pytest.importorskip("distributed")
+    from distributed import LocalCluster
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, resources={"cores": 1},
+                      dashboard_address=None) as cluster:
+        res = executors.run_experiment(None, [fake_run()], tmp_path, progress=False, data_loader="fakes:load_fake",
+                                       extra_env=CHILD_ENV, executor="dask", scheduler=cluster.scheduler_address)
+        assert res[0]["status"] == "budget_steps" and read_log(fake_run().log_path(tmp_path)).complete
+        two = RunSpec.from_json(json.dumps({**json.loads(fake_run(seed=1).to_json()), "n_threads": 2}))
+        with pytest.raises(process.RunError, match="no Dask worker offers 2 cores"):
+            executors.run_experiment(None, [two], tmp_path, progress=False, data_loader="fakes:load_fake",
+                                     extra_env=CHILD_ENV, executor="dask", scheduler=cluster.scheduler_address)
