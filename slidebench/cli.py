@@ -199,7 +199,7 @@ def cmd_run_micro(a) -> int:
 
 
 def cmd_summarize(a) -> int:
-    from .summarize import summarize
+    from .reporting.summarize import summarize
     paths = summarize(a.experiments or None, a.results_dir)
     if not paths:
         print(f"no run logs under {Path(a.results_dir) / 'raw'}")
@@ -209,14 +209,14 @@ def cmd_summarize(a) -> int:
 
 
 def cmd_plot(a) -> int:
-    from .plots import make_figures
+    from .reporting.plots import make_figures
     for p in make_figures(results_dir=a.results_dir, experiments=a.experiments or None):
         print(f"wrote {p}")
     return 0
 
 
 def cmd_report(a) -> int:
-    from .report import write_report
+    from .reporting.report import write_report
     print(f"wrote {write_report(results_dir=a.results_dir)}")
     return 0
 
@@ -232,7 +232,7 @@ def cmd_env(a) -> int:
 def cmd_reproduce(a) -> int:
     from .runner import run_experiment, run_micro_experiment
     from .spec import expand, load_experiment
-    from .summarize import summarize
+    from .reporting.summarize import summarize
     t_start = time.monotonic()
     files = sorted(p for p in Path(a.experiments_dir).glob("*.toml") if p.stem != "smoke")
     if a.only:
@@ -290,9 +290,9 @@ def cmd_reproduce(a) -> int:
               f"elapsed, ETA {eta}", flush=True)
         summarize([e.name], a.results_dir)
     summarize(None, a.results_dir)
-    from .plots import make_figures
+    from .reporting.plots import make_figures
     figs = make_figures(results_dir=a.results_dir)
-    from .report import write_report
+    from .reporting.report import write_report
     rep = write_report(results_dir=a.results_dir)
     print(f"reproduce: {len(figs)} figures, report {rep}, {(time.monotonic() - t_start) / 60:.1f} min", flush=True)
     if failed:

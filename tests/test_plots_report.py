@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from slidebench import plots, report, style
+from slidebench.reporting import plots, report, style
 
 CPU = "Test CPU 9000"
 CORES = 2
@@ -185,8 +185,8 @@ def test_report_has_every_experiment_claims_and_embedded_figures(results, drawn)
     path = report.write_report(results)
     assert path == results / "REPORT.md"
     text = path.read_text()
-    for exp, title in report.TITLES.items():
-        assert title in text, f"{exp} missing from report"
+    for exp in plots.KNOWN_EXPERIMENTS:
+        assert report.TITLES[exp] in text, f"{exp} missing from report"
     assert "Experiments missing: none" in text
     # figures embedded with relative paths that exist
     import re
@@ -231,18 +231,18 @@ def test_missing_experiments_reported_not_crashed(tmp_path):
     res = tmp_path / "results"
     _write(res, "fig7", *_curves_runs("fig7", [SLIDE, TFS], seeds=(0,)))
     paths = plots.make_figures(res, progress=False)
-    assert {p.stem for p in paths} == {"fig7"}
+    assert {p.stem for p in paths} == {"fig7", "fig7_speedup"}
     text = report.write_report(res).read_text()
     assert "Experiments present: fig7." in text
     for exp in ("fig5", "fig8", "fig9", "fig4", "fig11", "tab3", "ablation", "protocol"):
         assert exp in text.split("Experiments missing:")[1].split("\n")[0]
-    assert text.count("**MISSING**") == 8
+    assert text.count("**MISSING**") == 8 + 1    # + the reference section
 
 
 def test_empty_results_dir(tmp_path):
     assert plots.make_figures(tmp_path / "nothing", progress=False) == []
     text = report.render_report(tmp_path / "nothing")
-    assert "Experiments present: none" in text and text.count("**MISSING**") == len(plots.KNOWN_EXPERIMENTS)
+    assert "Experiments present: none" in text and text.count("**MISSING**") == len(plots.KNOWN_EXPERIMENTS) + 1
 
 
 def test_malformed_micro_csv_names_file(tmp_path):
@@ -263,14 +263,32 @@ def test_incomplete_run_is_flagged(tmp_path):
     assert "incomplete" in text and "budget,running" in text or "running" in text
 
 
-def test_report_uses_run_start_manifest(tmp_path):
+def test_report_reads_summaries_never_raw_logs(tmp_path, monkeypatch):
+    """The manifest comes from summary/<exp>_manifest.json; nothing under results/raw is opened."""
+    import builtins
+    import io
     res = tmp_path / "r"
-    _write(res, "fig7", *_curves_runs("fig7", [SLIDE], seeds=(0,)))
+    _write(res, "fig7", *_curves_runs("fig7", [SLIDE, TFS], seeds=(0,)))
     raw = res / "raw" / "fig7" / "SLIDE"
     raw.mkdir(parents=True)
-    (raw / "s0-abcdef12.jsonl").write_text(json.dumps({"event": "run_start", "manifest": {"cpu": "Planted CPU"}}) + "\n")
+    (raw / "s0-abcdef12.jsonl").write_text(json.dumps({"event": "run_start", "manifest": {"cpu": "Raw CPU"}}) + "\n")
+    (res / "summary" / "fig7_manifest.json").write_text(json.dumps({"cpu": "Summary CPU"}))
+    opened = []
+    real_open, real_io_open = builtins.open, io.open
+
+    def spy(f, *a, **k):
+        opened.append(str(f))
+        return real_open(f, *a, **k)
+
+    def spy_io(f, *a, **k):
+        opened.append(str(f))
+        return real_io_open(f, *a, **k)
+    monkeypatch.setattr(builtins, "open", spy)
+    monkeypatch.setattr(io, "open", spy_io)
     text = report.render_report(res, ["fig7"])
-    assert "Planted CPU" in text
+    monkeypatch.undo()
+    assert "Summary CPU" in text and "Raw CPU" not in text
+    assert opened and not [p for p in opened if "/raw/" in p], opened
 
 
 def test_style_is_stable_and_distinguishes_configs_and_devices():

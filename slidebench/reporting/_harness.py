@@ -1,0 +1,12 @@
+"""The one place the reporting package imports harness modules.
+
+The harness is moving ``spec``/``runner``/``runlog`` into ``slidebench.harness``; when it does, only
+these lines change. Reporting reads raw logs in ``summarize`` only (the report and the figures read
+summaries).
+"""
+from __future__ import annotations
+
+from .. import manifest  # noqa: F401  (host_info for micro CSV rows; a manifest for the report)
+from ..runlog import PARTIAL_SUFFIX, find_logs, read_log  # noqa: F401
+
+__all__ = ["manifest", "PARTIAL_SUFFIX", "find_logs", "read_log"]
