@@ -272,3 +272,49 @@ def test_roofline_table(tmp_path):
         tmp_path / "summary" / "roofline.csv", index=False)
     md = sections.roofline_md(summaries.load_roofline(tmp_path))
     assert "| 200,000 | 2 | 133 | 220 | 61% | - |" in md
+
+
+# ------------------------------------------------------------------------------- summarize
+
+def _write_log(path, *, system, config, seed, dataset, ts, ps, params):
+    from slidebench.runlog import RunLogWriter
+    with RunLogWriter(path) as w:
+        w.write("run_start", system=system, config=config, seed=seed, n_threads=2, batch_size=128,
+                protocol="fair", params=params, budget={"target_p_at_1": 0.5},
+                dataset={"name": dataset, "n_features": 135909, "n_labels": 200000, "n_train": 40000,
+                         "scale": "medium"}, describe={"device": "cpu"})
+        for i, (t, p) in enumerate(zip(ts, ps)):
+            w.write("eval", step=i * 10, samples_seen=i * 1280, epoch=i / 10, train_time_s=t, p_at_1=p,
+                    p_at_3=p, p_at_5=p)
+        w.write("run_stop", status="budget_time", train_time_s=ts[-1], steps=len(ts) * 10,
+                final_p_at_1=ps[-1], final_p_at_3=ps[-1], final_p_at_5=ps[-1], best_p_at_1=max(ps))
+
+
+def test_summarize_writes_sizes_params_and_speedup(tmp_path):
+    from slidebench.reporting.summarize import summarize_experiment
+    t = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0]
+    for ds, k in (("amazon-medium", 1.0), ("delicious-medium", 2.0)):
+        for seed in (0, 1):
+            _write_log(tmp_path / "raw" / "fig5" / "SLIDE" / f"s{seed}-{ds}.jsonl", system="slide",
+                       config="default", seed=seed, dataset=ds, ts=t,
+                       ps=[min(0.8, 0.1 * x) for x in t], params={"sampler": "vanilla", "K": 6})
+            _write_log(tmp_path / "raw" / "fig5" / "TF-full" / f"s{seed}-{ds}.jsonl", system="tf_full_softmax",
+                       config="tuned", seed=seed, dataset=ds, ts=[k * x for x in t],
+                       ps=[min(0.8, 0.05 * x) for x in t], params={"lr": 0.001})
+    out = summarize_experiment("fig5", tmp_path)
+    runs = pd.read_csv(tmp_path / "summary" / "fig5_runs.csv")
+    assert (runs["n_features"] == 135909).all() and (runs["n_labels"] == 200000).all()
+    assert (runs["n_train"] == 40000).all()
+    assert json.loads(runs[runs["system"] == "slide"]["params"].iloc[0]) == {"K": 6, "sampler": "vanilla"}
+    ttt = pd.read_csv(tmp_path / "summary" / "fig5_ttt.csv")
+    assert len(ttt) == 4 and (ttt["n_seeds"] == 2).all()             # per data set, never pooled
+    sp = pd.read_csv(tmp_path / "summary" / "fig5_speedup.csv", keep_default_na=False)
+    assert len(sp) == len(out["speedup"]) > 0
+    half = sp[sp["level_frac"] == 0.5].set_index("dataset")
+    # best 0.8, level 0.4: SLIDE at 4 s; TF at 8 s (amazon, k=1) and 16 s (delicious, k=2)
+    assert float(half.loc["amazon-medium", "speedup_median"]) == pytest.approx(2.0)
+    assert float(half.loc["delicious-medium", "speedup_median"]) == pytest.approx(4.0)
+    assert (tmp_path / "summary" / "fig5_levels.csv").exists()
+    # the loader reads the written speedup rather than recomputing it
+    s = summaries.load_summary(tmp_path, "fig5")
+    assert len(s.speedup) == len(sp) and "params" in s.curves.columns

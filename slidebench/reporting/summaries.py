@@ -74,6 +74,10 @@ def load_summary(results_dir: str | Path, name: str) -> Summary:
             and "device" not in s.curves.columns and "run_id" in s.curves.columns:
         dev = s.runs.drop_duplicates("run_id").set_index("run_id")["device"]
         s.curves = s.curves.assign(device=s.curves["run_id"].map(dev))
+    if s.curves is not None and s.runs is not None and "params" in s.runs.columns \
+            and "params" not in s.curves.columns and "run_id" in s.curves.columns:
+        par = s.runs.drop_duplicates("run_id").set_index("run_id")["params"]
+        s.curves = s.curves.assign(params=s.curves["run_id"].map(par))
     if name in REFERENCE_IN:
         s.reference = load_reference(results_dir)
     s.speedup = _read_csv(sdir / f"{name}_speedup.csv")
