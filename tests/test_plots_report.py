@@ -297,7 +297,9 @@ def test_style_is_stable_and_distinguishes_configs_and_devices():
     tf = style.style_for("tf_full_softmax", "tuned")
     tfp = style.style_for("tf_full_softmax", "paper")
     gpu = style.style_for("tf_full_softmax", "tuned", "gpu")
-    assert tf.color == tfp.color and tf.linestyle != tfp.linestyle
+    # the 2019 release's config: same family, lighter shade, dashed, hollow markers
+    assert tf.color != tfp.color and tf.linestyle != tfp.linestyle and tf.filled and not tfp.filled
+    assert tf.marker == tfp.marker
     assert gpu.color != tf.color
     assert a.order < tf.order < style.style_for("tf_sampled_softmax").order
     assert style.display_name("tf_full_softmax", "paper", "gpu") == "TF full softmax (GPU, paper config)"
@@ -305,6 +307,48 @@ def test_style_is_stable_and_distinguishes_configs_and_devices():
     assert len({s.color for s in v}) == 3
     with pytest.raises(ValueError):
         style.variant_style(a, -1)
+
+
+def test_headline_labels_get_six_distinct_looks_from_system_and_config():
+    """The medium headline's labels map to looks by (system, config), whatever the labels say."""
+    from slidebench.reporting.drawing import curve_groups
+    rows = []
+    for label, system, config in (("SLIDE", "slide", "default"), ("SLIDE-paper", "slide", "paper"),
+                                  ("TF-full", "tf_full_softmax", "tuned"),
+                                  ("TF-full-paper", "tf_full_softmax", "paper"),
+                                  ("TF-sampled", "tf_sampled_softmax", "tuned"),
+                                  ("TF-sampled-paper", "tf_sampled_softmax", "paper")):
+        for seed in (0, 1):
+            rows.append({"label": label, "system": system, "config": config, "seed": seed, "run_id": f"{label}{seed}",
+                         "n_threads": 2, "batch_size": 128, "protocol": "fair", "dataset": "amazon-medium"})
+    groups = curve_groups(pd.DataFrame(rows), split=("dataset",))
+    assert len(groups) == 6
+    looks = {(g.style.color, g.style.marker, g.style.linestyle, g.style.filled) for g in groups}
+    assert len(looks) == 6 and len({g.style.color for g in groups}) == 6
+    # the same system and config under another label looks the same
+    renamed = pd.DataFrame(rows).replace({"TF-full": "TF-CPU"})
+    a = {g.display.split(":")[0]: g.style.color for g in curve_groups(renamed, split=("dataset",))}
+    b = {g.display.split(":")[0]: g.style.color for g in groups}
+    assert a["TF-CPU"] == b["TF-full"]
+    # legends say what a label is
+    assert any(g.display == "TF-full-paper: TF full softmax, 2019 release's config" for g in groups)
+
+
+def test_variants_of_one_system_get_distinct_colours_and_readable_names():
+    from slidebench.reporting.drawing import curve_groups
+    base = {"sampler": "vanilla", "hash": "dwta", "K": 6, "L": 50, "active": 0.05}
+    runs = [("SLIDE", base, None, None), ("SLIDE-K", base, 8, None), ("SLIDE-hash", base, None, "simhash"),
+            ("SLIDE-random", {"sampler": "random", "active": 0.05}, None, None),
+            ("SLIDE-active", {**base, "active": 0.005}, None, None)]
+    df = pd.DataFrame([{"label": lab, "system": "slide", "config": "default", "seed": 0, "run_id": f"{lab}{k}{h}",
+                        "params": json.dumps(p), "param_K": k, "param_hash": h, "dataset": "a"}
+                       for lab, p, k, h in runs])
+    groups = curve_groups(df, split=("dataset",))
+    names = [g.display for g in groups]
+    assert names[0] == "SLIDE (DWTA, K=6, L=50, 5% active)"
+    assert set(names[1:]) == {"SLIDE: K=8", "SLIDE: SimHash", "SLIDE: random active set (no LSH)",
+                              "SLIDE: 0.5% active"}
+    assert len({g.style.color for g in groups}) == 5 and len({g.style.marker for g in groups}) == 5
 
 
 def test_hard_threshold_prob_matches_direct_binomial():

@@ -13,7 +13,7 @@ import pandas as pd
 
 from .catalogue import LEGACY_PARAMS, SYSTEM_NAMES, VARIANT_PARAMS, param_phrase
 from .formatting import _param_cols, _strcol, _strframe, _val, _varying
-from .style import Style, style_for, variant_style
+from .style import Style, describe, style_for, variant_style
 from .summaries import Summary
 
 def seed_band(runs: Iterable[tuple[np.ndarray, np.ndarray]], grid: np.ndarray) -> dict[str, np.ndarray]:
@@ -110,7 +110,9 @@ def variant_display(row: dict, dims: Sequence[str], base_params: dict | None) ->
         desc = ", ".join(param_phrase(k, base_params[k]) for k in VARIANT_PARAMS if k in base_params
                          and not (k == "sampler" and base_params[k] == "vanilla"))
         return f"{sysname} ({desc})" if desc else label
-    return f"{label} ({', '.join(parts)})" if parts else label
+    what = describe(row.get("system"), row.get("config"), row.get("device"))
+    text = label if what == label or label == what.split(",")[0] else f"{label}: {what}"
+    return f"{text} ({', '.join(parts)})" if parts else text
 
 
 def curve_groups(df: pd.DataFrame, split: Sequence[str] = ()) -> list[Group]:
@@ -229,14 +231,34 @@ def _new_fig(nrows: int, ncols: int, w: float = 4.2, h: float = 3.0):
     return fig, axes
 
 
-def _finish(fig, footer: str, title: str, out_dir: Path, stem: str) -> list[Path]:
+def shared_legend(fig, axes) -> float:
+    """One legend for the whole figure under its title (curves repeat across panels); returns the
+    fraction of the figure height it takes."""
+    seen: dict[str, Any] = {}
+    for ax in np.ravel(axes):
+        h, lab = ax.get_legend_handles_labels()
+        for hi, li in zip(h, lab):
+            seen.setdefault(li, hi)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if not seen:
+        return 0.0
+    ncol = min(3, len(seen))
+    rows = -(-len(seen) // ncol)
+    frac = (0.17 * rows + 0.05) / fig.get_figheight()
+    fig.legend(list(seen.values()), list(seen), loc="upper center", ncol=ncol, fontsize=7.5,
+               bbox_to_anchor=(0.5, 0.95), frameon=False)
+    return frac
+
+
+def _finish(fig, footer: str, title: str, out_dir: Path, stem: str, legend_frac: float = 0.0) -> list[Path]:
     import matplotlib.pyplot as plt
     import textwrap
     fig.suptitle(title, fontsize=11)
     wrapped = "\n".join(textwrap.wrap(footer, width=int(fig.get_figwidth() * 19)))
     fig.text(0.01, 0.005, wrapped, fontsize=6.5, color="#444444", ha="left", va="bottom")
     nlines = wrapped.count("\n") + 1
-    fig.tight_layout(rect=(0, 0.025 * nlines + 0.01, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.025 * nlines + 0.01, 1, 0.95 - legend_frac))
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext in ("png", "pdf"):

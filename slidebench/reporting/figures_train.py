@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .catalogue import SPEEDUP_TITLE, TITLES
-from .drawing import _curves_panel, _finish, _new_fig, _target, curve_groups, plain_log_axis
+from .drawing import _curves_panel, _finish, _new_fig, _target, curve_groups, plain_log_axis, shared_legend
 from .formatting import _param_cols, _strcol, _uniq, _val, footer_text
 from .style import Style, style_for
 from .summaries import Summary
@@ -40,8 +40,11 @@ def fig_curves(s: Summary, out_dir: Path, title: str, split_cols: Sequence[str] 
             what = {"train_time_s": "train time", "step": "iterations"}.get(x, x)
             _curves_panel(axes[i][j], sub, x, log, split_cols, target,
                           f"{ptitle}: P@1 vs {what}" if ptitle else f"P@1 vs {what}", ref)
-    return _finish(fig, footer_text(s.runs if s.runs is not None else s.curves), title, out_dir,
-                   stem or s.name)
+    n_seeds = int(df.groupby(["label", "dataset"] if "dataset" in df.columns else ["label"])["seed"].nunique().max())
+    band = "line: median over seeds, band: min..max over seeds" if n_seeds > 1 else "one seed: no band"
+    frac = shared_legend(fig, axes)
+    return _finish(fig, footer_text(s.runs if s.runs is not None else s.curves, band), title, out_dir,
+                   stem or s.name, frac)
 
 
 def _reference_line(ref: pd.DataFrame | None, dataset) -> tuple[str, float] | None:
@@ -74,7 +77,8 @@ def fig_batch(s: Summary, out_dir: Path) -> list[Path]:
                           f"batch {int(bs)}: P@1 vs iterations")
         runs = s.runs if s.runs is None or ds is None else s.runs[s.runs["dataset"] == ds]
         stem = s.name if len(datasets) == 1 else f"{s.name}_{ds}"
-        paths += _finish(fig, footer_text(runs), f"Fig 8: effect of batch size ({ds})", out_dir, stem)
+        paths += _finish(fig, footer_text(runs), f"Fig 8: effect of batch size ({ds})", out_dir, stem,
+                         shared_legend(fig, axes))
     return paths
 
 
@@ -282,13 +286,16 @@ def fig_speedup(s: Summary, out_dir: Path) -> list[Path]:
             row = g.iloc[0]
             st = style_for({"system": row["baseline_system"], "config": row["baseline_config"],
                             "device": row["baseline_device"], "label": bl})
-            ls = "--" if len(slides) > 1 and sl != slides[0] else st.linestyle
-            name = f"{sl} over {bl}" if len(slides) > 1 else f"over {bl}"
+            ls = ":" if len(slides) > 1 and sl != slides[0] else st.linestyle
+            name = f"{sl} over {bl}" if len(slides) > 1 else f"SLIDE over {bl}"
             x, m = g["level_frac"].to_numpy(float), g["speedup_median"].to_numpy(float)
             ax.plot(x, m, color=st.color, ls=ls, lw=1.6, label=name)
-            exact = (g["bound"].fillna("").astype(str) == "").to_numpy()
-            ax.plot(x[exact], m[exact], ls="none", marker=st.marker, color=st.color, ms=5)
-            ax.plot(x[~exact], m[~exact], ls="none", marker=st.marker, color=st.color, ms=6, mfc="white")
+            bound = g["bound"].fillna("").astype(str).to_numpy()
+            for b, mk, size in (("", st.marker, 5), (">", "^", 7), ("<", "v", 7), ("mixed", "d", 6)):
+                sel = bound == b
+                if sel.any():
+                    ax.plot(x[sel], m[sel], ls="none", marker=mk, color=st.color, ms=size,
+                            mfc=st.color if st.filled or b else "white")
             if int(g["n_seeds"].max()) > 1:
                 ax.fill_between(x, g["speedup_min"].to_numpy(float), g["speedup_max"].to_numpy(float),
                                 color=st.color, alpha=0.15, lw=0)
@@ -300,8 +307,12 @@ def fig_speedup(s: Summary, out_dir: Path) -> list[Path]:
         best = d["level_p1"].max() if len(d) else float("nan")
         ax.set_title(f"{ds}: best P@1 {best:.3f}" if ds is not None else "")
         if drawn:
-            ax.plot([], [], ls="none", marker="o", mfc="white", color="#555555",
-                    label="open: lower bound (baseline short of the level)")
+            if (d["bound"].fillna("").astype(str) == ">").any():
+                ax.plot([], [], ls="none", marker="^", color="#555555",
+                        label="\u25b2 at least (baseline short of the level)")
+            if (d["bound"].fillna("").astype(str) == "<").any():
+                ax.plot([], [], ls="none", marker="v", color="#555555",
+                        label="\u25bc at most (SLIDE short of the level)")
             ax.legend(fontsize=6.5)
     method = str(sp["method"].iloc[0]) if "method" in sp.columns else "interpolate"
     how = ("time to a level interpolated linearly between evaluations" if method == "interpolate"
