@@ -318,3 +318,29 @@ def test_summarize_writes_sizes_params_and_speedup(tmp_path):
     # the loader reads the written speedup rather than recomputing it
     s = summaries.load_summary(tmp_path, "fig5")
     assert len(s.speedup) == len(sp) and "params" in s.curves.columns
+
+
+# ------------------------------------------------------------------------------- reference run
+
+def test_topk_padded_fills_short_rows_without_repeats():
+    from slidebench.reporting.reference import topk_padded
+    out = topk_padded([[3, 1], [], [1, 2, 3, 4, 5, 6], [2, 2]], 5, np.array([1, 7, 8, 9, 10, 11]))
+    assert out.tolist() == [[3, 1, 7, 8, 9], [1, 7, 8, 9, 10], [1, 2, 3, 4, 5], [2, 1, 7, 8, 9]]
+
+
+def test_reference_measure_writes_its_csv(tmp_path):
+    pytest.importorskip("omikuji")
+    from slidebench.reporting import micro
+    spec = {"experiment": {"name": "reference"}, "data": {"preset": ["amazon"], "seed": 0},
+            "run": {"seeds": [0]}, "micro": {"measure": "reference", "n_trees": 1}}
+    out = micro.run_micro(spec, scale="tiny", n_threads=1, out_csv=tmp_path / "summary" / "reference.csv",
+                          progress=False)
+    ref = summaries.load_reference(tmp_path)          # the reader accepts what the measure writes
+    assert out.exists() and len(ref) == 1
+    r = ref.iloc[0]
+    assert r["dataset"] == "amazon-tiny" and r["library"] == "omikuji" and "n_trees=1" in r["params"]
+    assert 0 < r["p_at_1"] <= 1 and r["p_at_5"] <= r["p_at_1"] + 1e-9 and r["train_seconds"] > 0
+    assert (r["n_train"], r["n_labels"]) == (2000, 1000)
+    with pytest.raises(ValueError, match="n_treez"):
+        micro.run_micro({**spec, "micro": {"measure": "reference", "n_treez": 1}}, scale="tiny", n_threads=1,
+                        out_csv=tmp_path / "x.csv", progress=False)

@@ -72,7 +72,7 @@ def fig_batch(s: Summary, out_dir: Path) -> list[Path]:
         for j, bs in enumerate(bss):
             b = sub[sub["batch_size"] == bs]
             _curves_panel(axes[0][j], b, "train_time_s", True, ["dataset", "batch_size"], target,
-                          f"batch {int(bs)}: P@1 vs time")
+                          f"batch {int(bs)}: P@1 vs train time")
             _curves_panel(axes[1][j], b, "step", False, ["dataset", "batch_size"], target,
                           f"batch {int(bs)}: P@1 vs iterations")
         runs = s.runs if s.runs is None or ds is None else s.runs[s.runs["dataset"] == ds]
@@ -146,7 +146,7 @@ def fig_threads(s: Summary, out_dir: Path) -> list[Path]:
     ax_s.axhline(1.0, color="#555555", lw=0.8, ls=":")
     ax_s.set_xscale("log", base=2)
     ax_s.set_xlabel("threads")
-    ax_s.set_ylabel("speedup of SLIDE (baseline ttt / SLIDE ttt)")
+    ax_s.set_ylabel("SLIDE's speedup (baseline / SLIDE time to target)")
     ax_s.set_title("speedup of SLIDE")
     if drew_s:
         ax_s.legend()
@@ -248,7 +248,7 @@ def fig_protocol(s: Summary, out_dir: Path) -> list[Path]:
                                                        final=("final_p_at_1", "mean"),
                                                        system=("system", "first"),
                                                        config=("config", "first")).reset_index()
-            xlab = [f"{a}\n{b}" for a, b in zip(agg["label"], agg["protocol"])]
+            xlab = [f"{a}\n{b} protocol" for a, b in zip(agg["label"], agg["protocol"])]
             x = np.arange(len(agg))
             cols = [style_for({"system": a, "config": b}).color for a, b in zip(agg["system"], agg["config"])]
             ax.bar(x - 0.2, agg["last_eval"], 0.4, color=cols, alpha=0.5, label="last eval (protocol's subset)")

@@ -19,6 +19,8 @@ host_cpu, cores, n_threads, seed.
   built tables. Pairs are binned by estimated p; the analytic curve is 1 - BinomCDF(m-1; L, p).
 * ``insertion`` (Table 3): seconds to insert precomputed codes of every output neuron (FIFO and
   reservoir), to hash them (``hash_rows``), and a full rebuild (hashing + insertion).
+* ``reference``: the non-neural reference (omikuji) trained once per ``[data] preset``; see
+  ``reference.py``. Writes ``results/summary/reference.csv`` when the experiment is named reference.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+
+from .reference import REFERENCE_DEFAULTS, measure_reference
 
 __all__ = ["run_micro", "measure_samplers", "measure_threshold", "measure_insertion", "MEASURES",
            "per_scale", "analytic_rows"]
@@ -57,6 +61,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "n_neurons": {"tiny": 20000, "small": 205443, "paper": 205443}, "dim": 128, "family": "dwta",
         "K": 6, "L": 50, "range_pow": 18, "bucket_size": 128, "repeats": {"tiny": 2, "small": 3, "paper": 5},
     },
+    "reference": dict(REFERENCE_DEFAULTS),
 }
 
 
@@ -348,7 +353,8 @@ def measure_insertion(p: dict[str, Any], *, n_threads: int, seed: int, say: Call
     return rows
 
 
-MEASURES = {"samplers": measure_samplers, "threshold": measure_threshold, "insertion": measure_insertion}
+MEASURES = {"samplers": measure_samplers, "threshold": measure_threshold, "insertion": measure_insertion,
+            "reference": measure_reference}
 
 
 def run_micro(spec: dict[str, Any], *, scale: str, n_threads: int, out_csv: str | Path,
@@ -363,8 +369,9 @@ def run_micro(spec: dict[str, Any], *, scale: str, n_threads: int, out_csv: str 
     measure = micro.get("measure")
     if measure not in MEASURES:
         raise ValueError(f"[micro] measure must be one of {', '.join(MEASURES)}, got {measure!r}")
-    if scale not in ("tiny", "small", "paper"):
-        raise ValueError(f"scale must be tiny, small or paper, got {scale!r}")
+    from ..data import SCALES          # the data module's scales (a new one, e.g. medium, needs no change here)
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
     if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
         raise ValueError(f"n_threads must be an int >= 1, got {n_threads!r}")
     params = _params(micro, measure, scale)
@@ -374,7 +381,16 @@ def run_micro(spec: dict[str, Any], *, scale: str, n_threads: int, out_csv: str 
     say = _Say(progress, name)
     say(f"measure={measure} scale={scale} threads={n_threads} seed={seed}")
     ctx = _context(spec, scale, n_threads, seed)
-    if measure == "samplers":
+    if measure == "reference":          # one row per [data] preset, trained on the run's threads
+        d = spec.get("data") or {}
+        if "preset" not in d:
+            raise ValueError("[micro] measure = 'reference' needs [data] preset")
+        from ..data import load_dataset
+        presets = d["preset"] if isinstance(d["preset"], list) else [d["preset"]]
+        data_list = [load_dataset(pr, scale, data_dir=d.get("data_dir"), seed=int(d.get("seed", 0)),
+                                  progress=progress) for pr in presets]
+        rows = measure_reference(params, data_list=data_list, n_threads=n_threads, seed=seed, say=say)
+    elif measure == "samplers":
         data = None
         if params["train"]:
             d = spec.get("data") or {}
