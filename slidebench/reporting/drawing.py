@@ -288,11 +288,17 @@ def _curves_panel(ax, df: pd.DataFrame, x: str, log: bool, split: Sequence[str],
             n += 1
     if log:
         plain_log_axis(ax, "x")
+    # per-panel lines are labelled on the panel, not in the (shared) legend: their values differ by data set
     if target is not None:
-        ax.axhline(target, color="#555555", lw=0.8, ls=":", label=f"target P@1 {target:g}")
+        ax.axhline(target, color="#555555", lw=0.8, ls=":")
+        ax.annotate(f"target {target:g}", (0.99, target), xycoords=("axes fraction", "data"), ha="right",
+                    va="bottom", fontsize=6.5, color="#555555")
     if reference is not None:
         name, value = reference
-        ax.axhline(value, color="#000000", lw=1.0, ls="-.", label=f"{name} (full test) {value:.2f}")
+        ax.axhline(value, color="#000000", lw=1.0, ls="-.")
+        ax.annotate(f"{name}, full test set: {value:.2f}", (0.01, value), xycoords=("axes fraction", "data"),
+                    ha="left", va="bottom", fontsize=6.5)
+        ax.set_ylim(top=max(ax.get_ylim()[1], value * 1.08))
     ax.set_xlabel(XLABEL.get(x, x))
     ax.set_ylabel("P@1 (eval subset)")
     ax.set_title(title)
