@@ -2,7 +2,6 @@
 axes in plain numbers, and writing a figure with its footer and caption."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -11,10 +10,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .catalogue import LEGACY_PARAMS, SYSTEM_NAMES, VARIANT_PARAMS, param_phrase
+from .catalogue import SYSTEM_NAMES, VARIANT_PARAMS, param_phrase
 from .formatting import _param_cols, _strcol, _strframe, _val, _varying
 from .style import Style, describe, style_for, variant_style
-from .summaries import Summary
+from .summaries import Summary, run_params
 
 def seed_band(runs: Iterable[tuple[np.ndarray, np.ndarray]], grid: np.ndarray) -> dict[str, np.ndarray]:
     """Median, min and max over runs of y(x) interpolated on ``grid``.
@@ -60,18 +59,6 @@ class Group:
     df: pd.DataFrame
 
 
-def _row_params(row: dict) -> dict:
-    """A run's params: the runs CSV's ``params`` JSON column, else the catalogue's record of the
-    committed ablation (summaries written before the runs CSV carried params)."""
-    raw = row.get("params")
-    if isinstance(raw, str) and raw.strip().startswith("{"):
-        try:
-            return json.loads(raw)
-        except ValueError:
-            pass
-    return dict(LEGACY_PARAMS.get(str(row.get("label")), {}))
-
-
 def _differs(params: dict, base: dict) -> list[str]:
     keys = [k for k in VARIANT_PARAMS if k in params or k in base]
     keys += sorted(k for k in set(params) | set(base) if k not in VARIANT_PARAMS and k not in ("lr", "device"))
@@ -102,7 +89,7 @@ def variant_display(row: dict, dims: Sequence[str], base_params: dict | None) ->
         elif c == "protocol":
             parts.append(f"{_val(v)} protocol")
     if base_params is not None:
-        diff = _differs(_row_params(row), base_params)
+        diff = _differs(run_params(row), base_params)
         parts = [p for p in parts if p not in diff] + diff if diff else parts
         sysname = SYSTEM_NAMES.get(str(row.get("system")), str(row.get("system")))
         if parts:
@@ -144,7 +131,7 @@ def curve_groups(df: pd.DataFrame, split: Sequence[str] = ()) -> list[Group]:
         lk = _look(style_for(first))
         if per_look[lk] > 1 and lk not in base_of and all(_val(first.get(c)) == "-" for c in dims[1:]
                                                             if c.startswith("param_")):
-            base_of[lk] = _row_params(first)
+            base_of[lk] = run_params(first)
     groups: list[Group] = []
     for key, sub, first in found:
         base = style_for(first)

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["footer_text", "hard_threshold_prob", "fmt_num", "fmt_p"]
+__all__ = ["footer_text", "hard_threshold_prob"]
 
 
 def _uniq(df: pd.DataFrame | None, col: str) -> list:

@@ -10,18 +10,16 @@ never results/raw (the run manifest comes from ``summary/<exp>_manifest.json``, 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from .catalogue import DESCRIPTIONS, PAPER_CLAIMS, TAB3_PAPER, TITLES
-from .formatting import footer_text, hard_threshold_prob, _val
-from .catalogue import SPEEDUP_EXPERIMENTS
+from .catalogue import DESCRIPTIONS, PAPER_CLAIMS, SPEEDUP_EXPERIMENTS, TAB3_PAPER, TITLES
+from .formatting import _val, footer_text, hard_threshold_prob
 from .sections import reference_md, roofline_md, speedup_levels_md, verdict_md
 from .summaries import Summary, available_experiments, load_reference, load_roofline, load_summary
 from .tables import _fmt, _group_cols, _md_table, group_table, olympic_mean, speedups  # noqa: F401

@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import json
+
 import pandas as pd
 
-from .catalogue import KNOWN_EXPERIMENTS, PROTOCOL_FAIR_SOURCE, REFERENCE_IN
+from .catalogue import KNOWN_EXPERIMENTS, LEGACY_PARAMS, PROTOCOL_FAIR_SOURCE, REFERENCE_IN
 from .formatting import _strframe
 
-__all__ = ["Summary", "load_summary", "available_experiments", "load_reference", "load_roofline",
+__all__ = ["Summary", "load_summary", "run_params", "available_experiments", "load_reference", "load_roofline",
            "REFERENCE_COLS", "ROOFLINE_COLS"]
 
 REFERENCE_COLS = ["dataset", "n_features", "n_labels", "n_train", "p_at_1", "p_at_3", "p_at_5",
@@ -87,6 +89,18 @@ def load_summary(results_dir: str | Path, name: str) -> Summary:
         s.levels = level_times(s.curves)
         s.speedup = speedup_table(s.levels)
     return s
+
+
+def run_params(row) -> dict:
+    """A run's params from a runs/curves row: its ``params`` JSON column, else the catalogue's record
+    of the committed ablation (summaries written before the runs CSV carried params), else {}."""
+    raw = row.get("params") if hasattr(row, "get") else None
+    if isinstance(raw, str) and raw.strip().startswith("{"):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            pass
+    return dict(LEGACY_PARAMS.get(str(row.get("label")), {}))
 
 
 def _checked(path: Path, need: list[str]) -> pd.DataFrame | None:

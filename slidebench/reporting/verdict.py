@@ -12,16 +12,15 @@ release's configuration of that baseline reads "holds only under the paper's pro
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from .catalogue import ACCURACY_TOLERANCE, CLAIMS, LEGACY_PARAMS, Claim, Selector
+from .catalogue import ACCURACY_TOLERANCE, CLAIMS, Claim, Selector
 from .speedup import speedup_text
-from .summaries import Summary
+from .summaries import Summary, run_params
 
 __all__ = ["Verdict", "judge", "verdict_table", "direction", "RULES", "HOLDS", "NOT_HOLDS", "PAPER_ONLY",
            "NOT_MEASURED", "INCONCLUSIVE", "MIXED"]
@@ -188,16 +187,6 @@ def rule_faster_at_threads(claim: Claim, sums: Mapping[str, Summary]) -> Verdict
     return Verdict(f"{th} threads: {r[1]}", r[0])
 
 
-def _params(row) -> dict:
-    raw = row.get("params") if hasattr(row, "get") else None
-    if isinstance(raw, str) and raw.strip().startswith("{"):
-        try:
-            return json.loads(raw)
-        except ValueError:
-            pass
-    return dict(LEGACY_PARAMS.get(str(row.get("label")), {}))
-
-
 def rule_sampled_fraction(claim: Claim, sums: Mapping[str, Summary]) -> Verdict:
     s = sums.get(claim.experiment)
     if s is None or s.runs is None or len(s.runs) == 0:
@@ -206,7 +195,7 @@ def rule_sampled_fraction(claim: Claim, sums: Mapping[str, Summary]) -> Verdict:
     sel = [claim.baseline.matches(a, b, c) for a, b, c in zip(runs["system"], runs["config"],
                                                              runs.get("device", pd.Series(["cpu"] * len(runs))))]
     tuned = runs[np.array(sel, dtype=bool)]
-    fracs = [p.get("num_sampled") for p in (_params(r) for _, r in tuned.iterrows())]
+    fracs = [p.get("num_sampled") for p in (run_params(r) for _, r in tuned.iterrows())]
     fracs = [float(f) for f in fracs if f is not None]
     if not fracs:
         return Verdict("the tuned sampled fraction is not in the runs summary (no params column)", NOT_MEASURED)
@@ -224,7 +213,7 @@ def rule_lsh_beats_random(claim: Claim, sums: Mapping[str, Summary]) -> Verdict:
     if s is None or s.runs is None or len(s.runs) == 0:
         return Verdict(f"{claim.experiment} not run", NOT_MEASURED)
     runs = s.runs[s.runs["system"] == "slide"].copy()
-    ps = [_params(r) for _, r in runs.iterrows()]
+    ps = [run_params(r) for _, r in runs.iterrows()]
     runs["_sampler"] = [p.get("sampler") for p in ps]
     runs["_active"] = [p.get("active") for p in ps]
     swept = [c for c in runs.columns if c.startswith("param_")]
