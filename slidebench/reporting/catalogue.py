@@ -89,6 +89,9 @@ PAPER_CLAIMS: dict[str, str] = {
                  "47.3/40.9/37.7 (on the real data sets, not the look-alikes).",
 }
 
+OPERATION_NAMES: dict[str, str] = {"hash_rows": "hash every\nneuron", "insert_fifo": "insert\nFIFO",
+                                   "insert_reservoir": "insert\nreservoir", "rebuild_fifo": "hash + insert\nFIFO",
+                                   "rebuild_reservoir": "hash + insert\nreservoir"}
 TAB3_PAPER: dict[str, float] = {"insert_reservoir": 0.371, "insert_fifo": 0.762, "rebuild_fifo": 18.0}
 
 # protocol.toml holds one protocol per file; its fair side is fig5's matching runs.

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .catalogue import TAB3_PAPER
-from .drawing import _finish, _new_fig
+from .catalogue import OPERATION_NAMES, TAB3_PAPER
+from .drawing import _finish, _new_fig, plain_log_axis
 from .formatting import _uniq, _val, footer_text
 from .style import style_for
 from .summaries import Summary
@@ -45,7 +45,7 @@ def fig_samplers(s: Summary, out_dir: Path) -> list[Path]:
         ax.set_xticklabels(labels, fontsize=7)
         pos = d["us_per_sample"][d["us_per_sample"] > 0]
         if len(pos) and pos.max() / pos.min() > 20:      # e.g. the full sampler next to LSH ones
-            ax.set_yscale("log")
+            plain_log_axis(ax, "y")
         ax.set_ylabel("microseconds per sample (median, min..max)")
         ax.set_title({"query": "LSH query via Python, per call", "kernel": "compiled kernels alone",
                       "train": "whole training step"}.get(w, w))
@@ -104,8 +104,8 @@ def fig_insertion(s: Summary, out_dir: Path) -> list[Path]:
     paper = [TAB3_PAPER.get(op, np.nan) for op in d["operation"]]
     ax.bar(x + 0.2, paper, 0.4, color="#7f7f7f", label="paper (44 cores)")
     ax.set_xticks(x)
-    ax.set_xticklabels(d["operation"], fontsize=7)
-    ax.set_yscale("log")
+    ax.set_xticklabels([OPERATION_NAMES.get(o, o) for o in d["operation"]], fontsize=7)
+    plain_log_axis(ax, "y")
     ax.set_ylabel("seconds")
     ax.legend(fontsize=7)
     extra = ""

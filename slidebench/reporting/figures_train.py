@@ -309,15 +309,16 @@ def fig_speedup(s: Summary, out_dir: Path) -> list[Path]:
         if drawn:
             if (d["bound"].fillna("").astype(str) == ">").any():
                 ax.plot([], [], ls="none", marker="^", color="#555555",
-                        label="\u25b2 at least (baseline short of the level)")
+                        label="at least (baseline short of the level)")
             if (d["bound"].fillna("").astype(str) == "<").any():
                 ax.plot([], [], ls="none", marker="v", color="#555555",
-                        label="\u25bc at most (SLIDE short of the level)")
+                        label="at most (SLIDE short of the level)")
             ax.legend(fontsize=6.5)
     method = str(sp["method"].iloc[0]) if "method" in sp.columns else "interpolate"
     how = ("time to a level interpolated linearly between evaluations" if method == "interpolate"
            else "time to a level = first evaluation at or over it")
     n_seeds = int(sp["n_seeds"].max())
-    extra = f"{how}; median over {n_seeds} seed(s)" + (", band min..max" if n_seeds > 1 else "")
+    extra = (f"{how}; median over {n_seeds} seeds, band min..max" if n_seeds > 1
+             else f"{how}; one seed: no band")
     return _finish(fig, footer_text(s.runs if s.runs is not None else s.curves, extra),
                    f"{SPEEDUP_TITLE} ({TITLES.get(s.name, s.name).split(':')[0]})", out_dir, f"{s.name}_speedup")
