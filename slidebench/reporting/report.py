@@ -58,7 +58,8 @@ def _measurement_train(name: str, tab: pd.DataFrame, sp: pd.DataFrame, has_targe
                        f"P@1 {r['p1_diff']:+.3f}")
         return "; ".join(out) + "."
     best = tab.sort_values("p1_mean", ascending=False).iloc[0]
-    params = ", ".join(f"{c.removeprefix('param_')}={_val(best[c])}" for c in tab.columns if c.startswith("param_"))
+    params = ", ".join(f"{c.removeprefix('param_')}={_val(best[c])}" for c in tab.columns
+                       if c.startswith("param_") and _val(best[c]) != "-")
     return f"highest final P@1: {best['label']}{' (' + params + ')' if params else ''}: {_fmt(best['p1_mean'])}."
 
 

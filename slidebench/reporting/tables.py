@@ -133,17 +133,25 @@ def _cell(r: pd.Series, c: str) -> str:
     if c == "ttt":
         if r.get("n_reached", 0) == 0:
             return f"not reached (0/{int(r['n_seeds'])})"
-        return (f"{_fmt(r['ttt_olympic_s'])} [{_fmt(r['ttt_min_s'])}, {_fmt(r['ttt_max_s'])}] "
-                f"({int(r['n_reached'])}/{int(r['n_seeds'])})")
+        n = f"({int(r['n_reached'])}/{int(r['n_seeds'])})"
+        if int(r["n_reached"]) == 1:                  # one value: no spread to show
+            return f"{_secs(r['ttt_olympic_s'])} {n}"
+        return f"{_secs(r['ttt_olympic_s'])} [{_secs(r['ttt_min_s'])}, {_secs(r['ttt_max_s'])}] {n}"
     if c == "p1":
         sd = r.get("p1_std")
         return f"{_fmt(r['p1_mean'])}" + (f" ± {_fmt(sd)}" if sd is not None and np.isfinite(sd) else "")
-    if isinstance(v, float):
-        return _fmt(v)
     if c.startswith("param_") or c in ("n_threads", "batch_size", "n_seeds"):
         return _val(v)
+    if isinstance(v, float):
+        return _fmt(v)
     return "-" if v is None else str(v).replace("|", "/")
 
+
+
+def _secs(x) -> str:
+    """Seconds to three significant digits (5.00, 10.0, 120)."""
+    x = float(x)
+    return "-" if not np.isfinite(x) else f"{x:#.3g}" if x < 100 else f"{x:.0f}"
 
 
 fmt = _fmt
