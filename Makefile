@@ -6,7 +6,7 @@ VPY    := $(VENV)/bin/python
 SCALE  ?= small
 DATA_DIR ?=
 SEEDS  ?=
-EXTRAS ?= test,tf,bench
+EXTRAS ?= test,tf,bench,reference
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: venv build test test-fast reproduce figures report asv clean-results clean help

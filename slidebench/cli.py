@@ -88,11 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("experiments", nargs="*", metavar="EXP", help="experiment names (default: all with logs)")
     _add_results(s)
 
-    p = sub.add_parser("plot", help="draw figures from the summaries (slidebench.plots.make_figures)")
+    p = sub.add_parser("plot", help="draw figures from the summaries (slidebench.reporting.plots.make_figures)")
     p.add_argument("experiments", nargs="*", metavar="EXP")
     _add_results(p)
 
-    rep = sub.add_parser("report", help="write results/REPORT.md (slidebench.report.write_report)")
+    rep = sub.add_parser("report", help="write results/REPORT.md (slidebench.reporting.report.write_report)")
     _add_results(rep)
 
     sub.add_parser("env", help="print the environment manifest as JSON")
@@ -242,7 +242,7 @@ def cmd_run_micro(a) -> int:
 
 
 def cmd_summarize(a) -> int:
-    from .summarize import summarize
+    from .reporting.summarize import summarize
     raw = Path(a.results_dir) / "raw"
     unknown = [e for e in a.experiments if not (raw / e).is_dir()]
     if unknown:
@@ -258,14 +258,14 @@ def cmd_summarize(a) -> int:
 
 
 def cmd_plot(a) -> int:
-    from .plots import make_figures
+    from .reporting.plots import make_figures
     for p in make_figures(results_dir=a.results_dir, experiments=a.experiments or None):
         print(f"wrote {p}")
     return 0
 
 
 def cmd_report(a) -> int:
-    from .report import write_report
+    from .reporting.report import write_report
     print(f"wrote {write_report(results_dir=a.results_dir)}")
     return 0
 
@@ -281,7 +281,7 @@ def cmd_env(a) -> int:
 def cmd_reproduce(a) -> int:
     from .harness.executors import run_experiment, run_micro_experiment
     from .harness.spec import expand, load_experiment
-    from .summarize import summarize
+    from .reporting.summarize import summarize
     t_start = time.monotonic()
     files = sorted(p for p in Path(a.experiments_dir).glob("*.toml") if p.stem != "smoke")
     if a.only:
@@ -352,9 +352,9 @@ def cmd_reproduce(a) -> int:
               f"elapsed, ETA {eta}", flush=True)
         summarize([e.name], a.results_dir)
     summarize(None, a.results_dir)
-    from .plots import make_figures
+    from .reporting.plots import make_figures
     figs = make_figures(results_dir=a.results_dir)
-    from .report import write_report
+    from .reporting.report import write_report
     rep = write_report(results_dir=a.results_dir)
     print(f"reproduce: {len(figs)} figures, report {rep}, {(time.monotonic() - t_start) / 60:.1f} min", flush=True)
     if failed:

@@ -235,8 +235,8 @@ def micro_child(path: str | Path, results_dir: str | Path, *, scale: str | None,
         spec["data"]["data_dir"] = str(Path(data_dir).resolve())
     out_csv = Path(results_dir) / "summary" / f"{exp.name}.csv"
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    from .. import micro
+    from ..reporting import micro
     micro.run_micro(spec, scale=scale or exp.scale, n_threads=n_threads, out_csv=out_csv, progress=progress)
     if not out_csv.exists():
-        raise RunError(f"slidebench.micro.run_micro did not write {out_csv}")
+        raise RunError(f"slidebench.reporting.micro.run_micro did not write {out_csv}")
     return out_csv
