@@ -382,6 +382,47 @@ def test_summary_schema_and_ttt(tmp_path):
     assert ttt["ttt_min_s"].iloc[0] == pytest.approx(t[0]) and ttt["ttt_max_s"].iloc[0] == pytest.approx(t[-1])
 
 
+def _header(path: Path) -> list[str]:
+    return path.read_text().splitlines()[0].split(",")
+
+
+def _insert_after(cols: list[str], anchor: str | None, *new: str) -> list[str]:
+    i = cols.index(anchor) + 1 if anchor else 0
+    return cols[:i] + list(new) + cols[i:]
+
+
+def test_summary_columns_are_the_committed_ones_plus_the_sizes_and_params(tmp_path):
+    """The CSV columns summarize writes from the harness's own records: those of the committed reference
+    run's summaries (results/summary/ablation_*.csv, a swept experiment), plus what summarize added since
+    (each data set's sizes and the run's params in the runs CSV, the data set in the ttt CSV)."""
+    import dataclasses
+    res = tmp_path / "results"
+    for K in (4, 8):
+        r = make_run(budget={"train_seconds": 3.0, "target_p_at_1": 0.3}, params={"rate": 0.01 * K},
+                     experiment="ablation")
+        runner.run_one(dataclasses.replace(r, label="SLIDE-K", sweep={"K": K, "hash": "dwta"}), res,
+                       data_loader="fakes:load_fake", clock=fakes.CLOCK)
+    summarize_experiment("ablation", res)
+    committed = REPO / "results" / "summary"
+    runs = _insert_after(_header(committed / "ablation_runs.csv"), "dataset", "n_features", "n_labels", "n_train")
+    runs = _insert_after(runs, "error", "params")
+    assert _header(res / "summary" / "ablation_runs.csv") == runs
+    assert _header(res / "summary" / "ablation_curves.csv") == _header(committed / "ablation_curves.csv")
+    assert _header(res / "summary" / "ablation_ttt.csv") == _insert_after(_header(committed / "ablation_ttt.csv"),
+                                                                          None, "dataset")
+
+
+def test_summarize_names_record_fields_through_runlog():
+    """summarize reads the run-log fields through runlog.select: one definition, checked at import."""
+    from slidebench.harness.runlog import EVAL_FIELDS, START_FIELDS, STOP_FIELDS, select
+    from slidebench.reporting import summarize as sm
+    assert set(sm.START_ID) <= set(START_FIELDS) and set(sm.EVAL_CURVE + sm.EVAL_EXTRA) <= set(EVAL_FIELDS)
+    assert set(sm.STOP_FINAL) <= set(STOP_FIELDS)
+    assert select(STOP_FIELDS, "steps", "status") == ("steps", "status")
+    with pytest.raises(KeyError, match="no field.*'p_at_2'"):
+        select(EVAL_FIELDS, "p_at_1", "p_at_2")
+
+
 def test_truncated_last_line_is_tolerated_and_corruption_is_not(tmp_path):
     p = tmp_path / "x.jsonl"
     p.write_text('{"type": "run_start", "seed": 0}\n{"type": "eval", "step": 1}\n{"type": "ev')
