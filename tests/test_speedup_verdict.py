@@ -277,7 +277,7 @@ def test_roofline_table(tmp_path):
 # ------------------------------------------------------------------------------- summarize
 
 def _write_log(path, *, system, config, seed, dataset, ts, ps, params):
-    from slidebench.runlog import RunLogWriter
+    from slidebench.harness.runlog import RunLogWriter
     with RunLogWriter(path) as w:
         w.write("run_start", system=system, config=config, seed=seed, n_threads=2, batch_size=128,
                 protocol="fair", params=params, budget={"target_p_at_1": 0.5},
