@@ -197,6 +197,24 @@ def test_verdict_missing_experiment_is_not_measured():
     assert v.outcome == verdict.NOT_MEASURED
 
 
+@pytest.mark.parametrize("rule", ["speedup_to_baseline_accuracy", "faster_at_every_level"])
+def test_both_speedup_rules_share_not_run_no_baseline_and_the_paper_fallback(rule):
+    claim = Claim("x", "faster", rule, "fig5", "amazon", Selector("tf_full_softmax", "tuned"),
+                  Selector("tf_full_softmax", "paper"))
+    assert verdict.judge(claim, {}).measured == "fig5 not run"
+    no_tuned = _planted()
+    no_tuned = no_tuned[no_tuned["system"] != "tf_full_softmax"]
+    v = verdict.judge(claim, {"fig5": _fig5_summary(no_tuned)})
+    assert v.outcome == verdict.NOT_MEASURED and "no tf_full_softmax (tuned config) run" in v.measured
+    rows = []
+    for s in range(3):
+        rows += _curve_rows("SLIDE", "slide", "default", s, *_linear(0.1, 10.0))
+        rows += _curve_rows("TF-full", "tf_full_softmax", "tuned", s, *_linear(0.2, 10.0))       # faster
+        rows += _curve_rows("TF-full-paper", "tf_full_softmax", "paper", s, *_linear(0.02, 50.0))  # slower
+    v = verdict.judge(claim, {"fig5": _fig5_summary(pd.DataFrame(rows))})
+    assert v.outcome == verdict.PAPER_ONLY and "2019 release's config" in v.measured
+
+
 def _ablation(lsh, rnd):
     runs = pd.DataFrame([
         {"label": "SLIDE", "system": "slide", "config": "default", "seed": s, "final_p_at_1": v,
