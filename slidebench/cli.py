@@ -279,9 +279,7 @@ def cmd_env(a) -> int:
 
 
 def cmd_reproduce(a) -> int:
-    from .harness.executors import run_experiment, run_micro_experiment
     from .harness.spec import expand, load_experiment
-    from .reporting.summarize import summarize
     t_start = time.monotonic()
     files = sorted(p for p in Path(a.experiments_dir).glob("*.toml") if p.stem != "smoke")
     if a.only:
@@ -306,7 +304,21 @@ def cmd_reproduce(a) -> int:
     print(f"reproduce: {len(exps)} experiments, {n_runs} training runs (+ "
           f"{sum(e.kind == 'micro' for e in exps)} micro); training budget {budget_s / 60:.1f} min "
           f"plus evaluation and start-up (estimate refined as runs finish)", flush=True)
+    # one hold of the results folder for the whole reproduce (each experiment's run_experiment takes it
+    # again, reentrantly), so no other runner slips in between experiments or before the summaries
+    from .harness.executors import results_lock
+    lock = results_lock(a.results_dir, wait=not a.no_wait)
+    try:
+        return _reproduce_locked(a, plan, n_runs, t_start)
+    finally:
+        lock.release()
 
+
+def _reproduce_locked(a, plan, n_runs: int, t_start: float) -> int:
+    """``reproduce`` once its plan is checked, holding the results folder: data, runs, summaries, figures,
+    report."""
+    from .harness.executors import run_experiment, run_micro_experiment
+    from .reporting.summarize import summarize
     # data first (cached; every run then loads the cache)
     presets = sorted({r.data["preset"] for _, rs in plan for r in rs if r.data.get("preset")})
     if presets:

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import fakes
-from slidebench import runner
-from slidebench.runlog import RunLogWriter, partial_path, read_log
-from slidebench.spec import RunSpec, parse_experiment, expand
+from slidebench.harness import executors, loop, process
+from slidebench.harness.runlog import RunLogWriter, partial_path, read_log
+from slidebench.harness.spec import RunSpec, parse_experiment, expand
 from slidebench.reporting.summarize import olympic_mean, summarize_experiment
 from slidebench.trainers import register
 
@@ -46,7 +46,7 @@ def run_fake(tmp_path, run: RunSpec, data=None):
     tr = fakes.FakeTrainer()
     path = tmp_path / "log.jsonl"
     with RunLogWriter(path) as log:
-        stop = runner.execute(run, data, tr, log, clock=fakes.CLOCK)
+        stop = loop.execute(run, data, tr, log, clock=fakes.CLOCK)
     return read_log(path), tr, data, stop
 
 
@@ -202,7 +202,7 @@ def test_error_in_setup_and_device_unavailable(tmp_path):
 
     path = tmp_path / "gpu.jsonl"
     with RunLogWriter(path) as w:
-        stop = runner.execute(make_run(), fakes.make_dataset(), NoGPU(), w, clock=fakes.CLOCK)
+        stop = loop.execute(make_run(), fakes.make_dataset(), NoGPU(), w, clock=fakes.CLOCK)
     assert stop["status"] == "skipped" and "no GPU" in stop["reason"]
     assert read_log(path).complete
 
@@ -226,19 +226,19 @@ def test_rerun_replaces_only_its_own_file_and_failure_keeps_good_one(tmp_path):
     r0 = make_run(budget={"steps": 6}, ev={"every_steps": 3, "subset_size": 50}, seed=0)
     r1 = make_run(budget={"steps": 6}, ev={"every_steps": 3, "subset_size": 50}, seed=1)
     load = "fakes:load_fake"
-    assert runner.run_one(r0, res, data_loader=load, clock=fakes.CLOCK)["status"] == "budget_steps"
-    assert runner.run_one(r1, res, data_loader=load, clock=fakes.CLOCK)["status"] == "budget_steps"
+    assert process.run_one(r0, res, data_loader=load, clock=fakes.CLOCK)["status"] == "budget_steps"
+    assert process.run_one(r1, res, data_loader=load, clock=fakes.CLOCK)["status"] == "budget_steps"
     f0, f1 = r0.log_path(res), r1.log_path(res)
     assert f0.exists() and f1.exists() and not partial_path(f0).exists()
     b1 = f1.read_bytes()
     first = f0.read_bytes()
     time.sleep(1.1)                                          # run_start has a 1-second timestamp
-    assert runner.run_one(r0, res, data_loader=load, clock=fakes.CLOCK)["status"] == "budget_steps"
+    assert process.run_one(r0, res, data_loader=load, clock=fakes.CLOCK)["status"] == "budget_steps"
     second = f0.read_bytes()
     assert second != first and f1.read_bytes() == b1         # replaced its own file only
     # a failing rerun of the same configuration: the good file stays, the failure is kept beside it
     fakes.FAIL_NEXT["train"] = True
-    stop = runner.run_one(r0, res, data_loader=load, clock=fakes.CLOCK)
+    stop = process.run_one(r0, res, data_loader=load, clock=fakes.CLOCK)
     assert stop["status"] == "error"
     assert f0.read_bytes() == second
     assert read_log(partial_path(f0)).status == "error"
@@ -248,21 +248,21 @@ def test_rerun_replaces_only_its_own_file_and_failure_keeps_good_one(tmp_path):
     exp = parse_experiment({"experiment": {"name": "t"}, "data": {"preset": "amazon"}, "budget": {"steps": 6},
                             "eval": {"every_steps": 3}, "run": {"seeds": [0]},
                             "systems": [{"label": "FAKE", "system": "fake"}]}, tmp_path / "t.toml")
-    out = runner.run_experiment(exp, [r0, r1], res, resume=True, progress=False)
+    out = executors.run_experiment(exp, [r0, r1], res, resume=True, progress=False)
     assert [o["action"] for o in out] == ["skipped_finished", "skipped_finished"]
 
 
 def test_refuses_log_whose_hash_disagrees_with_its_name(tmp_path):
     res = tmp_path / "results"
     r0 = make_run(budget={"steps": 3}, ev={"every_steps": 3, "subset_size": 50})
-    runner.run_one(r0, res, data_loader="fakes:load_fake", clock=fakes.CLOCK)
+    process.run_one(r0, res, data_loader="fakes:load_fake", clock=fakes.CLOCK)
     f0 = r0.log_path(res)
     lines = f0.read_text().splitlines()
     rec = json.loads(lines[0])
     rec["config_hash"] = "deadbeef"
     f0.write_text("\n".join([json.dumps(rec)] + lines[1:]) + "\n")
-    with pytest.raises(runner.RunError, match="disagrees"):
-        runner.run_experiment(None, [r0], res, resume=True, progress=False)
+    with pytest.raises(process.RunError, match="disagrees"):
+        executors.run_experiment(None, [r0], res, resume=True, progress=False)
 
 
 def test_reuse_identical_run_from_another_experiment(tmp_path):
@@ -270,8 +270,8 @@ def test_reuse_identical_run_from_another_experiment(tmp_path):
     a = make_run(budget={"steps": 3}, ev={"every_steps": 3, "subset_size": 50}, experiment="expA", label="X")
     b = make_run(budget={"steps": 3}, ev={"every_steps": 3, "subset_size": 50}, experiment="expB", label="Y")
     assert a.config_hash == b.config_hash
-    runner.run_one(a, res, data_loader="fakes:load_fake", clock=fakes.CLOCK)
-    out = runner.run_experiment(None, [b], res, resume=True, progress=False)
+    process.run_one(a, res, data_loader="fakes:load_fake", clock=fakes.CLOCK)
+    out = executors.run_experiment(None, [b], res, resume=True, progress=False)
     assert out[0]["action"] == "reused"
     la, lb = read_log(a.log_path(res)), read_log(b.log_path(res))
     assert lb.run_start["reused_from"] == str(a.log_path(res))
@@ -287,7 +287,7 @@ def test_sigkill_leaves_readable_prefix_marked_incomplete(tmp_path):
     res = tmp_path / "results"
     run = make_run(budget={"train_seconds": 60.0}, ev={"every_seconds": 0.1, "subset_size": 50},
                    params={"step_time": 0.02, "fake_clock": False})
-    proc = runner.start(run, res, progress=False, data_loader="fakes:load_fake", extra_env=CHILD_ENV,
+    proc = process.start(run, res, progress=False, data_loader="fakes:load_fake", extra_env=CHILD_ENV,
                         stdout=subprocess.DEVNULL)
     part = partial_path(run.log_path(res))
     deadline = time.monotonic() + 60
@@ -322,23 +322,23 @@ def test_hung_run_is_killed_at_wall_limit_and_marked_incomplete(tmp_path, monkey
     run = make_run(budget={"train_seconds": 60.0}, ev={"every_seconds": 0.1, "subset_size": 50},
                    params={"step_time": 0.02, "fake_clock": False})
     monkeypatch.setenv("SLIDEBENCH_RUN_TIMEOUT", "3")
-    assert runner.wall_limit(run) == 3.0
+    assert process.wall_limit(run) == 3.0
     t0 = time.monotonic()
-    out = runner.run_experiment(None, [run], res, progress=False, data_loader="fakes:load_fake",
+    out = executors.run_experiment(None, [run], res, progress=False, data_loader="fakes:load_fake",
                                 extra_env=CHILD_ENV)
     assert time.monotonic() - t0 < 30
     assert out[0]["action"] == "ran" and out[0]["status"] == "incomplete"
     assert not run.log_path(res).exists()
     assert summarize_experiment("t", res)["runs"]["status"].iloc[0] == "incomplete"
     monkeypatch.delenv("SLIDEBENCH_RUN_TIMEOUT")
-    assert runner.wall_limit(run) == 3 * 60.0 + 600.0
+    assert process.wall_limit(run) == 3 * 60.0 + 600.0
 
 
 def test_child_process_run_records_threads_and_finishes(tmp_path):
     res = tmp_path / "results"
     run = make_run(budget={"steps": 5}, ev={"every_steps": 5, "subset_size": 50},
                    params={"step_time": 0.0, "fake_clock": False})
-    runner.launch(run, res, progress=False, data_loader="fakes:load_fake", extra_env=CHILD_ENV)
+    process.launch(run, res, progress=False, data_loader="fakes:load_fake", extra_env=CHILD_ENV)
     log = read_log(run.log_path(res))
     assert log.complete and log.run_stop["status"] == "budget_steps"
     m = log.run_start["manifest"]
@@ -366,7 +366,7 @@ def test_summary_schema_and_ttt(tmp_path):
         r = make_run(budget={"train_seconds": 20.0, "target_p_at_1": 0.3}, seed=seed, params={"rate": rate},
                      experiment="s")
         # the rate is a param, so each seed has its own hash; group by label/threads/batch
-        runner.run_one(r, res, data_loader="fakes:load_fake", clock=fakes.CLOCK)
+        process.run_one(r, res, data_loader="fakes:load_fake", clock=fakes.CLOCK)
     out = summarize_experiment("s", res)
     from slidebench.reporting.summarize import CURVE_COLS, RUN_COLS
     assert list(out["curves"].columns[: len(CURVE_COLS)]) == CURVE_COLS
@@ -380,6 +380,47 @@ def test_summary_schema_and_ttt(tmp_path):
     t = sorted(runs["time_to_target_s"])
     assert ttt["ttt_olympic_mean_s"].iloc[0] == pytest.approx(np.mean(t[1:-1]))
     assert ttt["ttt_min_s"].iloc[0] == pytest.approx(t[0]) and ttt["ttt_max_s"].iloc[0] == pytest.approx(t[-1])
+
+
+def _header(path: Path) -> list[str]:
+    return path.read_text().splitlines()[0].split(",")
+
+
+def _insert_after(cols: list[str], anchor: str | None, *new: str) -> list[str]:
+    i = cols.index(anchor) + 1 if anchor else 0
+    return cols[:i] + list(new) + cols[i:]
+
+
+def test_summary_columns_are_the_committed_ones_plus_the_sizes_and_params(tmp_path):
+    """The CSV columns summarize writes from the harness's own records: those of the committed reference
+    run's summaries (results/summary/ablation_*.csv, a swept experiment), plus what summarize added since
+    (each data set's sizes and the run's params in the runs CSV, the data set in the ttt CSV)."""
+    import dataclasses
+    res = tmp_path / "results"
+    for K in (4, 8):
+        r = make_run(budget={"train_seconds": 3.0, "target_p_at_1": 0.3}, params={"rate": 0.01 * K},
+                     experiment="ablation")
+        process.run_one(dataclasses.replace(r, label="SLIDE-K", sweep={"K": K, "hash": "dwta"}), res,
+                       data_loader="fakes:load_fake", clock=fakes.CLOCK)
+    summarize_experiment("ablation", res)
+    committed = REPO / "results" / "summary"
+    runs = _insert_after(_header(committed / "ablation_runs.csv"), "dataset", "n_features", "n_labels", "n_train")
+    runs = _insert_after(runs, "error", "params")
+    assert _header(res / "summary" / "ablation_runs.csv") == runs
+    assert _header(res / "summary" / "ablation_curves.csv") == _header(committed / "ablation_curves.csv")
+    assert _header(res / "summary" / "ablation_ttt.csv") == _insert_after(_header(committed / "ablation_ttt.csv"),
+                                                                          None, "dataset")
+
+
+def test_summarize_names_record_fields_through_runlog():
+    """summarize reads the run-log fields through runlog.select: one definition, checked at import."""
+    from slidebench.harness.runlog import EVAL_FIELDS, START_FIELDS, STOP_FIELDS, select
+    from slidebench.reporting import summarize as sm
+    assert set(sm.START_ID) <= set(START_FIELDS) and set(sm.EVAL_CURVE + sm.EVAL_EXTRA) <= set(EVAL_FIELDS)
+    assert set(sm.STOP_FINAL) <= set(STOP_FIELDS)
+    assert select(STOP_FIELDS, "steps", "status") == ("steps", "status")
+    with pytest.raises(KeyError, match="no field.*'p_at_2'"):
+        select(EVAL_FIELDS, "p_at_1", "p_at_2")
 
 
 def test_truncated_last_line_is_tolerated_and_corruption_is_not(tmp_path):
@@ -397,7 +438,7 @@ def test_summary_keeps_the_manifest_so_the_report_has_it_without_raw_logs(tmp_pa
     from slidebench.reporting.report import render_report
     res = tmp_path / "results"
     run = make_run(budget={"steps": 3}, ev={"every_steps": 3, "subset_size": 50})
-    runner.run_one(run, res, data_loader="fakes:load_fake", clock=fakes.CLOCK)
+    process.run_one(run, res, data_loader="fakes:load_fake", clock=fakes.CLOCK)
     summarize_experiment("t", res)
     saved = json.loads((res / "summary" / "t_manifest.json").read_text())
     assert saved == read_log(run.log_path(res)).run_start["manifest"]
@@ -408,14 +449,14 @@ def test_summary_keeps_the_manifest_so_the_report_has_it_without_raw_logs(tmp_pa
 
 
 def test_micro_resume_remeasures_committed_csv_and_skips_only_what_ran_here(tmp_path):
-    from slidebench.spec import load_experiment
+    from slidebench.harness.spec import load_experiment
     exp = load_experiment(REPO / "experiments" / "fig11.toml")
     res = tmp_path / "results"
     (res / "summary").mkdir(parents=True)
     (res / "summary" / "fig11.csv").write_text("a committed reference csv\n")   # as in a fresh clone
-    out = runner.run_micro_experiment(exp, res, scale="tiny", threads=1, resume=True, progress=False)
+    out = executors.run_micro_experiment(exp, res, scale="tiny", threads=1, resume=True, progress=False)
     assert out["action"] == "ran" and out["status"] == "ok"
     assert (res / "summary" / "fig11.csv").read_text() != "a committed reference csv\n"
     assert (res / "raw" / "fig11" / "micro-done.json").exists()
-    again = runner.run_micro_experiment(exp, res, scale="tiny", threads=1, resume=True, progress=False)
+    again = executors.run_micro_experiment(exp, res, scale="tiny", threads=1, resume=True, progress=False)
     assert again["action"] == "skipped_finished"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from slidebench.runlog import read_log
+from slidebench.harness.runlog import read_log
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -407,15 +408,111 @@ def test_a_corrupted_final_log_is_moved_aside_and_rerun(tmp_path, capsys):
     assert len(list(final.parent.glob("*.corrupt-*"))) == 1 and "moved it to" in capsys.readouterr().err
 
 
-def test_no_wait_refuses_a_results_dir_in_use(tmp_path):
-    held = executors.results_lock(tmp_path)
+@contextmanager
+def lock_held_by_another_process(results_dir: Path):
+    """The results folder's lock, held by another process (another runner) until the block ends."""
+    lock = Path(results_dir) / "raw" / ".lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    code = ("import sys; from filelock import FileLock; l = FileLock(sys.argv[1]); l.acquire(); "
+            "print('held', flush=True); sys.stdin.read()")
+    p = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
     try:
+        assert p.stdout.readline().strip() == "held"
+        yield
+    finally:
+        p.stdin.close()
+        p.wait(timeout=30)
+
+
+def another_process_can_lock(results_dir: Path) -> bool:
+    code = ("import sys; from filelock import FileLock, Timeout\n"
+            "try: FileLock(sys.argv[1]).acquire(timeout=0)\nexcept Timeout: sys.exit(3)")
+    rc = subprocess.run([sys.executable, "-c", code, str(Path(results_dir) / "raw" / ".lock")]).returncode
+    assert rc in (0, 3)
+    return rc == 0
+
+
+def test_no_wait_refuses_a_results_dir_in_use(tmp_path):
+    with lock_held_by_another_process(tmp_path):
         with pytest.raises(process.RunError, match="in use by another slidebench runner.*--no-wait"):
             executors.run_experiment(None, [fake_run()], tmp_path, progress=False, data_loader="fakes:load_fake",
                                      extra_env=CHILD_ENV, wait=False)
-    finally:
-        held.release()
     assert not fake_run().log_path(tmp_path).exists()
+
+
+def test_results_lock_is_reentrant_in_one_process_and_exclusive_across_processes(tmp_path):
+    outer = executors.results_lock(os.path.relpath(tmp_path))  # another spelling of the same folder
+    try:
+        inner = executors.results_lock(tmp_path, wait=False)      # no wait, no error: this process holds it
+        assert inner is outer
+        inner.release()
+        assert not another_process_can_lock(tmp_path)            # the outer hold still keeps others out
+    finally:
+        outer.release()
+    assert another_process_can_lock(tmp_path)
+
+
+REPRO = """
+[experiment]
+name = "{name}"
+[data]
+preset = "amazon"
+scale = "tiny"
+[budget]
+steps = 4
+[eval]
+every_steps = 4
+[run]
+seeds = [0]
+threads = [1]
+[[systems]]
+label = "SLIDE"
+system = "slide"
+"""
+
+
+def test_reproduce_holds_the_results_lock_from_first_experiment_to_report(tmp_path, monkeypatch):
+    """One hold for the whole reproduce: at every experiment, between experiments (their summaries), and
+    for figures and report, no other runner can take the results folder; it is free again afterwards."""
+    import slidebench.data
+    from slidebench.reporting import plots, report, summarize
+    exps, res = tmp_path / "experiments", tmp_path / "results"
+    exps.mkdir()
+    for name in ("a", "b"):
+        (exps / f"{name}.toml").write_text(REPRO.replace("{name}", name))
+    seen = []
+
+    def probe(what):
+        def f(*args, **kw):
+            seen.append((what, another_process_can_lock(res)))
+            return []
+        return f
+
+    monkeypatch.setattr(executors, "_run_grid", probe("grid"))    # the real run_experiment takes the lock again
+    monkeypatch.setattr(summarize, "summarize", probe("summarize"))
+    monkeypatch.setattr(plots, "make_figures", probe("figures"))
+    monkeypatch.setattr(report, "write_report", probe("report"))
+    monkeypatch.setattr(slidebench.data, "load_dataset", lambda *a, **k: type("D", (), {"name": "amazon-tiny"}))
+    rc = main(["reproduce", "--scale", "tiny", "--experiments-dir", str(exps), "--results-dir", str(res),
+               "--no-wait"])
+    assert rc == 0
+    assert [w for w, _ in seen] == ["grid", "summarize", "grid", "summarize", "summarize", "figures", "report"]
+    assert not any(free for _, free in seen), seen
+    assert another_process_can_lock(res)
+
+
+def test_reproduce_no_wait_refuses_a_results_dir_in_use_before_any_data_or_run(tmp_path, monkeypatch, capsys):
+    import slidebench.data
+    exps, res = tmp_path / "experiments", tmp_path / "results"
+    exps.mkdir()
+    (exps / "a.toml").write_text(REPRO.replace("{name}", "a"))
+    monkeypatch.setattr(slidebench.data, "load_dataset", lambda *a, **k: pytest.fail("data prepared"))
+    with lock_held_by_another_process(res):
+        rc = main(["reproduce", "--scale", "tiny", "--experiments-dir", str(exps), "--results-dir", str(res),
+                   "--no-wait"])
+    assert rc == 2 and "in use by another slidebench runner" in capsys.readouterr().err
+    assert not (res / "raw" / "a").exists()
 
 
 def test_dask_joins_a_scheduler_and_refuses_runs_no_worker_can_hold(tmp_path):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from slidebench.spec import SpecError, expand, load_experiment, parse_experiment
+from slidebench.harness.spec import SpecError, expand, load_experiment, parse_experiment
 
 GOOD = """
 [experiment]
@@ -101,7 +101,7 @@ def test_config_hash_stable_and_sensitive(tmp_path):
 
 
 def test_pinned_hash_value():
-    from slidebench.spec import config_hash
+    from slidebench.harness.spec import config_hash
     assert config_hash({"b": 1, "a": [1, 2.5, "x"]}) == config_hash({"a": [1, 2.5, "x"], "b": 1})
     assert config_hash({"a": 1}) == "015abd7f"
 

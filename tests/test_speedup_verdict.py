@@ -159,13 +159,18 @@ def test_verdict_does_not_hold_when_slide_never_reaches_baseline_accuracy():
     assert v.outcome == verdict.NOT_HOLDS
 
 
-def test_verdict_holds_only_under_papers_protocol():
+def _tuned_faster_paper_slower() -> pd.DataFrame:
+    """The tuned baseline is faster than SLIDE, the 2019 release's config of it slower."""
     rows = []
     for s in range(3):
         rows += _curve_rows("SLIDE", "slide", "default", s, *_linear(0.1, 10.0))
         rows += _curve_rows("TF-full", "tf_full_softmax", "tuned", s, *_linear(0.2, 10.0))       # faster
         rows += _curve_rows("TF-full-paper", "tf_full_softmax", "paper", s, *_linear(0.02, 50.0))  # slower
-    v = verdict.judge(CPU_CLAIM, {"fig5": _fig5_summary(pd.DataFrame(rows))})
+    return pd.DataFrame(rows)
+
+
+def test_verdict_holds_only_under_papers_protocol():
+    v = verdict.judge(CPU_CLAIM, {"fig5": _fig5_summary(_tuned_faster_paper_slower())})
     assert v.outcome == verdict.PAPER_ONLY
     assert "2019 release's config" in v.measured
 
@@ -195,6 +200,19 @@ def test_verdict_every_level_fails_if_any_level_is_slower():
 def test_verdict_missing_experiment_is_not_measured():
     v = verdict.judge(CPU_CLAIM, {})
     assert v.outcome == verdict.NOT_MEASURED
+
+
+@pytest.mark.parametrize("rule", ["speedup_to_baseline_accuracy", "faster_at_every_level"])
+def test_both_speedup_rules_share_not_run_no_baseline_and_the_paper_fallback(rule):
+    claim = Claim("x", "faster", rule, "fig5", "amazon", Selector("tf_full_softmax", "tuned"),
+                  Selector("tf_full_softmax", "paper"))
+    assert verdict.judge(claim, {}).measured == "fig5 not run"
+    no_tuned = _planted()
+    no_tuned = no_tuned[no_tuned["system"] != "tf_full_softmax"]
+    v = verdict.judge(claim, {"fig5": _fig5_summary(no_tuned)})
+    assert v.outcome == verdict.NOT_MEASURED and "no tf_full_softmax (tuned config) run" in v.measured
+    v = verdict.judge(claim, {"fig5": _fig5_summary(_tuned_faster_paper_slower())})
+    assert v.outcome == verdict.PAPER_ONLY and "2019 release's config" in v.measured
 
 
 def _ablation(lsh, rnd):
@@ -277,7 +295,7 @@ def test_roofline_table(tmp_path):
 # ------------------------------------------------------------------------------- summarize
 
 def _write_log(path, *, system, config, seed, dataset, ts, ps, params):
-    from slidebench.runlog import RunLogWriter
+    from slidebench.harness.runlog import RunLogWriter
     with RunLogWriter(path) as w:
         w.write("run_start", system=system, config=config, seed=seed, n_threads=2, batch_size=128,
                 protocol="fair", params=params, budget={"target_p_at_1": 0.5},

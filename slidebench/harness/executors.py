@@ -11,9 +11,10 @@ experiment, or has the executor run it in its own process (``process.launch``):
   of its worker's ``cores`` resource, so runs on one worker never share cores. Logs land in the
   same results layout (the results folder must be shared between the workers and this host).
 
-Whatever the executor, this process holds ``<results>/raw/.lock`` (filelock) for the whole grid:
-a second runner on the same results folder waits for it (saying so), and each run's child holds a
-per-run lock while it writes, so no two processes ever write one log.
+Whatever the executor, this process holds ``<results>/raw/.lock`` (filelock) for the whole grid
+(``reproduce``: for all its experiments, summaries, figures and report; the lock is reentrant within
+a process): a second runner on the same results folder waits for it (saying so), and each run's child
+holds a per-run lock while it writes, so no two processes ever write one log.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,23 +38,36 @@ EXECUTORS = ("local", "dask")
 # ------------------------------------------------------------------------------------------ lock
 
 
+#: The results-folder locks this process holds, by lock path (weak: a lock nobody holds any more drops out).
+_HELD: "weakref.WeakValueDictionary[str, Any]" = weakref.WeakValueDictionary()
+
+
 def results_lock(results_dir: str | Path, *, wait: bool = True, say: Callable[[str], None] | None = None):
     """Acquire the results folder's lock: wait for another runner (saying so once), or raise RunError
-    when ``wait`` is false. Returns the held lock (release it, or use it as a context manager)."""
+    when ``wait`` is false. Returns the held lock; release it once per call (in a ``finally``).
+
+    Reentrant within this process: while a caller holds it (``reproduce`` holds it for all its
+    experiments), taking it again for the same folder returns the same lock at once, counted, and the
+    folder is free for other runners only when every hold is released."""
     from filelock import FileLock, Timeout
     raw = Path(results_dir) / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(raw / ".lock"))
+    path = str((raw / ".lock").resolve())
+    held = _HELD.get(path)
+    if held is not None and held.is_locked:
+        held.acquire(timeout=0)               # this process holds it: one more hold, never a wait
+        return held
+    lock = FileLock(path, thread_local=False)  # one count per process, whichever thread releases it
     try:
         lock.acquire(timeout=0)
-        return lock
     except Timeout:
         msg = (f"results folder {results_dir} is in use by another slidebench runner (lock {raw / '.lock'})")
         if not wait:
             raise RunError(msg + "; not waiting (--no-wait)") from None
         (say or (lambda s: print(s, file=sys.stderr, flush=True)))(msg + "; waiting for it to finish ...")
         lock.acquire()
-        return lock
+    _HELD[path] = lock
+    return lock
 
 
 # ---------------------------------------------------------------------------------- resume/reuse

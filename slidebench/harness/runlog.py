@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 #: The fields of each record type, defined once: the loop writes them through ``record`` (which refuses
-#: a field not listed here and writes every listed field, None when absent), summarize reads them.
+#: a field not listed here and writes every listed field, None when absent), summarize reads them
+#: through ``select`` (which refuses a field not listed here).
 START_FIELDS: tuple[str, ...] = (
     "experiment", "label", "system", "config", "seed", "n_threads", "batch_size", "protocol", "params", "sweep",
     "config_hash", "run_id", "identity", "budget", "eval", "dataset", "init_time_s", "data_load_time_s",
@@ -44,6 +45,18 @@ def record(fields: tuple[str, ...], **values: Any) -> dict[str, Any]:
     if bad:
         raise KeyError(f"run-log record has undefined field(s) {bad}; the record fields live in runlog.py")
     return {k: values.get(k) for k in fields if k in values or k not in OPTIONAL_FIELDS}
+
+
+def select(fields: tuple[str, ...], *names: str) -> tuple[str, ...]:
+    """``names``, a reader's choice among one record type's fields, checked against their definition above.
+
+    Readers (``reporting/summarize``) name the fields they read through this, so renaming or dropping a
+    field here fails at their import instead of silently emptying a column; an undefined name is a
+    programming error, as in ``record``."""
+    bad = [n for n in names if n not in fields]
+    if bad:
+        raise KeyError(f"run-log record has no field(s) {bad}; the record fields live in runlog.py")
+    return names
 
 
 FINISHED = ("reached_target", "budget_time", "budget_epochs", "budget_steps", "diverged", "skipped")

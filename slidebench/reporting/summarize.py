@@ -23,19 +23,41 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._harness import PARTIAL_SUFFIX, find_logs, read_log
+from ._harness import EVAL_FIELDS, PARTIAL_SUFFIX, START_FIELDS, STOP_FIELDS, find_logs, read_log, select
 from .speedup import level_times, speedup_table
 from .tables import olympic_mean  # noqa: F401  (one definition for summaries and report)
 
-CURVE_COLS = ["experiment", "run_id", "label", "system", "config", "seed", "n_threads", "batch_size", "protocol",
-              "scale", "dataset", "step", "samples_seen", "epoch", "train_time_s", "eval_time_s", "wall_time_s",
-              "train_loss", "p_at_1", "p_at_3", "p_at_5", "n_eval"]
-EXTRA_CURVE_COLS = ["subset", "reason", "complete"]
-RUN_COLS = ["experiment", "run_id", "label", "system", "config", "seed", "n_threads", "batch_size", "protocol",
-            "scale", "dataset", "n_features", "n_labels", "n_train", "device", "status", "complete", "steps", "samples_seen", "epochs", "train_time_s",
-            "time_to_target_s", "target_p_at_1", "final_p_at_1", "final_p_at_3", "final_p_at_5", "best_p_at_1",
-            "host_cpu", "cores"]
-EXTRA_RUN_COLS = ["init_time_s", "n_evals", "reused_from", "error", "params", "path"]
+# The run-log fields read here, by record type. The records are defined once, in harness/runlog.py; every
+# field named below goes through runlog.select, which refuses (at import) a field the records do not have.
+#: run_start: the run's identity, copied into both CSVs after experiment, run_id and label
+START_ID = select(START_FIELDS, "system", "config", "seed", "n_threads", "batch_size", "protocol")
+#: run_start: copied into the runs CSV (after the swept params)
+INIT_TIME, REUSED_FROM = select(START_FIELDS, "init_time_s", "reused_from")
+#: run_start: nested records and the run's params, read by name in ``_run_row``
+DATASET, IDENTITY, DESCRIBE, MANIFEST, BUDGET, PARAMS, SWEEP = select(
+    START_FIELDS, "dataset", "identity", "describe", "manifest", "budget", "params", "sweep")
+#: eval: copied into the curves CSV, and the two copied after the swept params
+EVAL_CURVE = select(EVAL_FIELDS, "step", "samples_seen", "epoch", "train_time_s", "eval_time_s", "wall_time_s",
+                    "train_loss", "p_at_1", "p_at_3", "p_at_5", "n_eval")
+EVAL_EXTRA = select(EVAL_FIELDS, "subset", "reason")
+#: run_stop: copied into the runs CSV
+STOP_FINAL = select(STOP_FIELDS, "final_p_at_1", "final_p_at_3", "final_p_at_5")
+#: runs-CSV column: (its run_stop field, the last evaluation's field for a run that has no run_stop)
+PROGRESS = dict(zip(("steps", "samples_seen", "epochs", "train_time_s"),
+                    zip(select(STOP_FIELDS, "steps", "samples_seen", "epoch", "train_time_s"),
+                        select(EVAL_FIELDS, "step", "samples_seen", "epoch", "train_time_s"))))
+#: run_stop: read by name in ``_run_row`` (time to target and best P@1 fall back to the evaluations)
+TO_TARGET, BEST_P1, ERROR, REASON = select(STOP_FIELDS, "time_to_target_s", "best_p_at_1", "error", "reason")
+#: eval: what the fallbacks read
+EVAL_TIME, EVAL_P1 = select(EVAL_FIELDS, "train_time_s", "p_at_1")
+
+#: Columns of both CSVs: where the run is, who ran it, on which data set.
+ID_COLS = ["experiment", "run_id", "label", *START_ID, "scale", "dataset"]
+CURVE_COLS = ID_COLS + list(EVAL_CURVE)
+EXTRA_CURVE_COLS = [*EVAL_EXTRA, "complete"]
+RUN_COLS = ID_COLS + ["n_features", "n_labels", "n_train", "device", "status", "complete", *PROGRESS,
+                      "time_to_target_s", "target_p_at_1", *STOP_FINAL, "best_p_at_1", "host_cpu", "cores"]
+EXTRA_RUN_COLS = [INIT_TIME, "n_evals", REUSED_FROM, "error", "params", "path"]
 TTT_COLS = ["dataset", "label", "n_threads", "batch_size", "n_seeds", "n_reached", "ttt_olympic_mean_s", "ttt_min_s",
             "ttt_max_s", "final_p_at_1_mean", "final_p_at_1_std"]
 
@@ -58,39 +80,35 @@ def _run_row(exp: str, p: Path, log) -> dict[str, Any]:
     rs, st = log.run_start or {}, log.run_stop or {}
     label = p.parent.name
     stem = p.name.split(".jsonl")[0]
-    desc = rs.get("describe") or {}
-    man = rs.get("manifest") or {}
-    ds = rs.get("dataset") or {}
-    budget = rs.get("budget") or {}
+    desc = rs.get(DESCRIBE) or {}
+    man = rs.get(MANIFEST) or {}
+    ds = rs.get(DATASET) or {}
+    budget = rs.get(BUDGET) or {}
     last = log.evals[-1] if log.evals else {}
     row = {
-        "experiment": exp, "run_id": f"{exp}/{label}/{stem}", "label": label, "system": rs.get("system"),
-        "config": rs.get("config"), "seed": rs.get("seed"), "n_threads": rs.get("n_threads"),
-        "batch_size": rs.get("batch_size"), "protocol": rs.get("protocol"),
-        "scale": ds.get("scale", (rs.get("identity") or {}).get("data", {}).get("scale")),
+        "experiment": exp, "run_id": f"{exp}/{label}/{stem}", "label": label, **{k: rs.get(k) for k in START_ID},
+        "scale": ds.get("scale", (rs.get(IDENTITY) or {}).get("data", {}).get("scale")),
         "dataset": ds.get("name"), "n_features": ds.get("n_features"), "n_labels": ds.get("n_labels"),
         "n_train": ds.get("n_train"), "device": desc.get("device") if isinstance(desc, dict) else None,
         "status": log.status, "complete": log.complete,
-        "steps": st.get("steps", last.get("step")), "samples_seen": st.get("samples_seen", last.get("samples_seen")),
-        "epochs": st.get("epoch", last.get("epoch")), "train_time_s": st.get("train_time_s", last.get("train_time_s")),
-        "time_to_target_s": st.get("time_to_target_s") if st else _ttt_from_evals(log.evals, budget),
+        **{col: st.get(stop, last.get(ev)) for col, (stop, ev) in PROGRESS.items()},
+        "time_to_target_s": st.get(TO_TARGET) if st else _ttt_from_evals(log.evals, budget),
         "target_p_at_1": budget.get("target_p_at_1"),
-        "final_p_at_1": st.get("final_p_at_1"), "final_p_at_3": st.get("final_p_at_3"),
-        "final_p_at_5": st.get("final_p_at_5"),
-        "best_p_at_1": st.get("best_p_at_1") if st else _best(log.evals),
+        **{k: st.get(k) for k in STOP_FINAL},
+        "best_p_at_1": st.get(BEST_P1) if st else _best(log.evals),
         "host_cpu": man.get("cpu_model"), "cores": man.get("cores_logical"),
-        "init_time_s": rs.get("init_time_s"), "n_evals": len(log.evals), "reused_from": rs.get("reused_from"),
-        "error": (st.get("error") or "").strip().splitlines()[-1] if st.get("error") else st.get("reason"),
-        "params": json.dumps(rs.get("params"), sort_keys=True, default=str) if rs.get("params") else None,
+        INIT_TIME: rs.get(INIT_TIME), "n_evals": len(log.evals), REUSED_FROM: rs.get(REUSED_FROM),
+        "error": (st.get(ERROR) or "").strip().splitlines()[-1] if st.get(ERROR) else st.get(REASON),
+        "params": json.dumps(rs.get(PARAMS), sort_keys=True, default=str) if rs.get(PARAMS) else None,
         "path": str(p),
     }
-    for k, v in (rs.get("sweep") or {}).items():
+    for k, v in (rs.get(SWEEP) or {}).items():
         row[f"param_{k}"] = v
     return row
 
 
 def _best(evals) -> float | None:
-    v = [e.get("p_at_1") for e in evals if e.get("p_at_1") is not None]
+    v = [e.get(EVAL_P1) for e in evals if e.get(EVAL_P1) is not None]
     return max(v) if v else None
 
 
@@ -99,8 +117,8 @@ def _ttt_from_evals(evals, budget) -> float | None:
     if t is None:
         return None
     for e in evals:
-        if e.get("p_at_1") is not None and e["p_at_1"] >= t:
-            return e.get("train_time_s")
+        if e.get(EVAL_P1) is not None and e[EVAL_P1] >= t:
+            return e.get(EVAL_TIME)
     return None
 
 
@@ -124,9 +142,8 @@ def summarize_experiment(experiment: str, results_dir: str | Path = "results", *
         runs.append(row)
         params = {k: v for k, v in row.items() if k.startswith("param_")}
         for e in log.evals:
-            c = {k: row[k] for k in CURVE_COLS[:11]}
-            c.update({k: e.get(k) for k in CURVE_COLS[11:]})
-            c.update(subset=e.get("subset"), reason=e.get("reason"), complete=row["complete"], **params)
+            c = {k: row[k] for k in ID_COLS}
+            c.update({k: e.get(k) for k in EVAL_CURVE + EVAL_EXTRA}, complete=row["complete"], **params)
             curves.append(c)
     for msg in problems:
         print(f"summarize: skipped unreadable log {msg}", flush=True)

@@ -104,13 +104,17 @@ def _speedup_verdict(sp: pd.DataFrame, sel: Selector, dataset: str) -> tuple[str
     return outcome, "; ".join(t for _, _, t in per_ds)
 
 
+#: Finds a claim's verdict in a speedup table: (speedups, baseline, data set) -> (outcome, measured) or None.
+Finder = Callable[[pd.DataFrame, Selector, str], tuple[str, str] | None]
+
+
 def _no_baseline(s: Summary, sel: Selector) -> Verdict:
     if sel.device == "gpu":
         return Verdict("no GPU run (TF-GPU rows skipped: no GPU on this machine)", NOT_MEASURED + " (no GPU)")
     return Verdict(f"no {sel.system} ({sel.config or 'any'} config) run in {s.name}", NOT_MEASURED)
 
 
-def _paper_fallback(v: Verdict, s: Summary, claim: Claim, finder) -> Verdict:
+def _paper_fallback(v: Verdict, s: Summary, claim: Claim, finder: Finder) -> Verdict:
     """Tuned baseline says no; the 2019 release's configuration of it says yes -> paper only."""
     if claim.paper_baseline is None or v.outcome == HOLDS:
         return v
@@ -123,17 +127,22 @@ def _paper_fallback(v: Verdict, s: Summary, claim: Claim, finder) -> Verdict:
     return v
 
 
-def rule_speedup_to_baseline_accuracy(claim: Claim, sums: Mapping[str, Summary]) -> Verdict:
+def _judge_speedups(claim: Claim, sums: Mapping[str, Summary], finder: Finder) -> Verdict:
+    """The claim's experiment's speedups over its baseline, judged by ``finder`` (outcome, measured text);
+    where the tuned baseline says no, against the 2019 release's configuration of it too."""
     s = sums.get(claim.experiment)
     if s is None or not s.present or s.speedup is None:
         return Verdict(f"{claim.experiment} not run", NOT_MEASURED)
-    r = _speedup_verdict(s.speedup, claim.baseline, claim.dataset)
+    r = finder(s.speedup, claim.baseline, claim.dataset)
     if r is None:
         return _no_baseline(s, claim.baseline)
-    v = Verdict(r[1], r[0])
-    v = _paper_fallback(v, s, claim, _speedup_verdict)
+    return _paper_fallback(Verdict(r[1], r[0]), s, claim, finder)
+
+
+def rule_speedup_to_baseline_accuracy(claim: Claim, sums: Mapping[str, Summary]) -> Verdict:
+    v = _judge_speedups(claim, sums, _speedup_verdict)
     if v.outcome == HOLDS and claim.paper_factor:      # the paper's factor outside this run's spread
-        r = _at_baseline_accuracy(_select(s.speedup, claim.baseline, claim.dataset))
+        r = _at_baseline_accuracy(_select(sums[claim.experiment].speedup, claim.baseline, claim.dataset))
         if float(r["speedup_max"]) < claim.paper_factor:
             v.note = f"smaller than the paper's {claim.paper_factor:g}x"
         elif float(r["speedup_min"]) > claim.paper_factor and str(r["bound"]) == "":
@@ -166,13 +175,7 @@ def _every_level(sp: pd.DataFrame, sel: Selector, dataset: str) -> tuple[str, st
 
 
 def rule_faster_at_every_level(claim: Claim, sums: Mapping[str, Summary]) -> Verdict:
-    s = sums.get(claim.experiment)
-    if s is None or not s.present or s.speedup is None:
-        return Verdict(f"{claim.experiment} not run", NOT_MEASURED)
-    r = _every_level(s.speedup, claim.baseline, claim.dataset)
-    if r is None:
-        return _no_baseline(s, claim.baseline)
-    return _paper_fallback(Verdict(r[1], r[0]), s, claim, _every_level)
+    return _judge_speedups(claim, sums, _every_level)
 
 
 def rule_faster_at_threads(claim: Claim, sums: Mapping[str, Summary]) -> Verdict:
