@@ -52,7 +52,7 @@ tune: build
 
 # Dense baseline against its roofline: writes results/summary/roofline.csv.
 roofline: build
-	$(VPY) benchmarks/tf_shape.py --roofline --labels 200000 --threads $$(nproc)
+	$(VPY) benchmarks/tf_shape.py --roofline --labels 200000 --threads $$(nproc) --csv results/summary/roofline.csv
 
 figures: venv
 	$(VPY) -m slidebench plot && $(VPY) -m slidebench report

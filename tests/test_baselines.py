@@ -391,3 +391,21 @@ def test_sampled_expected_count_path(tec, sampler):
         assert np.abs(got - flat).max() > 0.1
     st = tr.train_steps(2)
     assert np.isfinite(st.loss)
+
+
+def test_roofline_accounting_env_and_csv(tmp_path):
+    """The roofline's FLOP count (three 128 x 128 x N products a step), its child environment (the
+    OpenBLAS pins dropped, threads fixed) and the CSV the report reads."""
+    import csv
+    from slidebench.baselines import roofline
+    assert roofline.output_layer_flops(128, 128, 200_000) == 3 * 2 * 128 * 128 * 200_000
+    env = roofline.child_env(2, {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "1048576", "PATH": "/bin"})
+    assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env and env["PATH"] == "/bin"
+    assert env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "2"
+    row = {"n_labels": 200000, "threads": 2, "tf_gflops": 130.0, "sgemm_gflops": 200.0, "fraction": 0.65,
+           "openblas_coretype": "SkylakeX", "tf_ms_per_step": 151.0}
+    path = roofline.write_csv([row], tmp_path / "summary" / "roofline.csv")
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["n_labels", "threads", "tf_gflops", "sgemm_gflops", "fraction", "openblas_coretype"]
+    assert rows[0]["openblas_coretype"] == "SkylakeX" and float(rows[0]["fraction"]) == 0.65
