@@ -6,7 +6,7 @@ VPY    := $(VENV)/bin/python
 SCALE  ?=
 DATA_DIR ?=
 SEEDS  ?=
-EXTRAS ?= test,tf,bench
+EXTRAS ?= test,tf,bench,reference
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: venv build test test-fast reproduce tune roofline figures report asv clean-results clean help

@@ -20,6 +20,12 @@ class DeviceUnavailable(RuntimeError):
         self.reason = reason
 
 
+def validate_params(system, params, n_features=None, n_labels=None, n_threads=1):
+    """TF-free check of a baseline's params (baselines/validate.py); returns the resolved params."""
+    from .validate import validate_params as _v
+    return _v(system, params, n_features, n_labels, n_threads)
+
+
 def __getattr__(name: str):  # lazy: the config tables live beside the trainers, which do not import TF
     if name == "FULL_CONFIGS":
         from .full_softmax import CONFIGS
@@ -30,4 +36,4 @@ def __getattr__(name: str):  # lazy: the config tables live beside the trainers,
     raise AttributeError(name)
 
 
-__all__ = ["DeviceUnavailable", "FULL_CONFIGS", "SAMPLED_CONFIGS"]
+__all__ = ["DeviceUnavailable", "validate_params", "FULL_CONFIGS", "SAMPLED_CONFIGS"]

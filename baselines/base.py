@@ -89,7 +89,7 @@ class TFTrainerBase:
 
     # ---------------------------------------------------------------- contract
 
-    def setup(self, data: Dataset, params: dict[str, Any], *, seed: int, n_threads: int) -> None:
+    def setup(self, data: Dataset, params: dict[str, Any], *, seed: int, n_threads: int, batches=None) -> None:
         if not is_int(n_threads) or n_threads < 1:
             raise ValueError(f"{self.system}: n_threads must be an int >= 1, got {n_threads!r}")
         if not is_int(seed) or seed < 0:
@@ -97,6 +97,8 @@ class TFTrainerBase:
         p = resolve_params(self.system, self.CONFIGS, params, self.EXTRA_KEYS)
         self._validate_extra(p)
         data.validate()
+        from .validate import preflight_memory
+        preflight_memory(self.system, p, data.n_features, data.n_labels)
         t0 = time.perf_counter()
         _, inter = thread_settings(p, n_threads)          # inter-op 1 unless the config says otherwise
         tf, dev = configure_tf(n_threads, inter, p["device"])
@@ -104,7 +106,7 @@ class TFTrainerBase:
         self.seed, self.n_threads, self.inter_op_threads = int(seed), int(n_threads), int(inter)
         self.n_features, self.n_labels = data.n_features, data.n_labels
         self.batch_size = int(p["batch_size"])
-        self.stream = data.batches(self.batch_size, seed, shuffle=p["shuffle"])
+        self.stream = batches if batches is not None else data.batches(self.batch_size, seed, shuffle=p["shuffle"])
         self._rng = np.random.default_rng(derive_seed(seed, "tf_baseline"))
         tf.random.set_seed(derive_seed(seed, "tf_ops") % (2 ** 31 - 1))
         self.gather = p["input_path"] == "gather"

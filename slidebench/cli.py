@@ -17,6 +17,16 @@ def _add_results(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-dir", default="results", help="results folder (default: results)")
 
 
+def _add_exec(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=["local", "dask"], default="local",
+                   help="local: one run after another on this host (default); dask: a dask.distributed cluster")
+    p.add_argument("--workers", type=int, metavar="N", help="dask: start a local cluster of N worker processes")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="dask: join the cluster at ADDRESS (tcp://host:8786)")
+    p.add_argument("--oversubscribe", action="store_true", help="allow thread counts above this machine's cores")
+    p.add_argument("--no-wait", action="store_true", help="exit (2) instead of waiting when another runner holds "
+                   "the results folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="slidebench", description="SLIDE reproducibility benchmark suite: data, "
                                  "runs under one clock, summaries, figures, report.")
@@ -34,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cache-dir", help="cache folder (default: the data module's)")
     im = dsub.add_parser("import", help="parse XMLRepository text files and cache them (.npz beside them)")
     im.add_argument("paths", nargs="+", metavar="PATH")
-    st = dsub.add_parser("stats", help="print data set statistics")
+    st = dsub.add_parser("stats", help="print data set statistics (of presets, or of any TRAIN [TEST] files)")
+    st.add_argument("files", nargs="*", metavar="FILE", help="XMLRepository TRAIN [TEST] files: their statistics")
+    st.add_argument("--name", help="the data set's name for FILE arguments (default: the train file's folder)")
     st.add_argument("--preset", choices=["delicious", "amazon"], action="append",
                     help="preset (repeatable; default both)")
     st.add_argument("--scale", default="small", choices=["tiny", "small", "paper"])
@@ -54,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "of other experiments")
     r.add_argument("--dry-run", action="store_true", help="list the grid (run ids, log paths) and exit")
     r.add_argument("--quiet", action="store_true", help="no per-run progress output")
+    _add_exec(r)
     _add_results(r)
 
     # hidden child entry points
@@ -75,11 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("experiments", nargs="*", metavar="EXP", help="experiment names (default: all with logs)")
     _add_results(s)
 
-    p = sub.add_parser("plot", help="draw figures from the summaries (slidebench.plots.make_figures)")
+    p = sub.add_parser("plot", help="draw figures from the summaries (slidebench.reporting.plots.make_figures)")
     p.add_argument("experiments", nargs="*", metavar="EXP")
     _add_results(p)
 
-    rep = sub.add_parser("report", help="write results/REPORT.md (slidebench.report.write_report)")
+    rep = sub.add_parser("report", help="write results/REPORT.md (slidebench.reporting.report.write_report)")
     _add_results(rep)
 
     sub.add_parser("env", help="print the environment manifest as JSON")
@@ -92,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--threads", type=int, metavar="N", help="thread count instead of each file's list")
     rp.add_argument("--experiments-dir", default=str(EXPERIMENTS_DIR))
     rp.add_argument("--only", nargs="+", metavar="EXP", help="only these experiment names")
+    _add_exec(rp)
     _add_results(rp)
     return ap
 
@@ -123,6 +137,14 @@ def cmd_data(a) -> int:
         return 0
     if a.data_cmd == "stats":
         from .data import dataset_stats, format_stats, load_dataset
+        if a.files:
+            if len(a.files) > 2:
+                raise ValueError("data stats takes at most two files: TRAIN [TEST]")
+            from .data import load_files
+            ds = load_files(a.files[0], a.files[1] if len(a.files) > 1 else None, name=a.name, progress=True)
+            stats = [dataset_stats(ds)]
+            print(json.dumps(stats, indent=2, default=str) if a.json else format_stats(stats))
+            return 0
         presets = a.preset or ["delicious", "amazon"]
         stats = [dataset_stats(load_dataset(pr, a.scale, data_dir=a.data_dir, seed=a.seed, progress=True))
                  for pr in presets]
@@ -132,7 +154,7 @@ def cmd_data(a) -> int:
 
 
 def _print_grid(runs, results_dir) -> None:
-    from .runlog import read_log
+    from .harness.runlog import read_log
     for r in runs:
         p = r.log_path(results_dir)
         state = "new"
@@ -142,13 +164,25 @@ def _print_grid(runs, results_dir) -> None:
             except (OSError, ValueError) as e:
                 state = f"unreadable ({e})"
         sw = " ".join(f"{k}={v}" for k, v in r.sweep.items())
+        dname = r.data.get("name") or r.data["preset"]
+        where = r.data.get("train") or r.data["scale"] or r.data["data_dir"]
+        val = f" validation={r.data['validation']}" if r.data.get("validation") else ""
         print(f"{r.run_id}  system={r.system} config={r.config} threads={r.n_threads} batch={r.batch_size} "
-              f"data={r.data['preset']}/{r.data['scale'] or r.data['data_dir']} {sw}  [{state}]  {p}")
+              f"data={dname}/{where}{val} {sw}  [{state}]  {p}")
+
+
+def _check_exec(a) -> None:
+    if a.executor == "local" and (a.workers or a.scheduler):
+        raise ValueError("--workers and --scheduler go with --executor dask")
+    if a.executor == "dask" and bool(a.workers) == bool(a.scheduler):
+        raise ValueError("--executor dask needs exactly one of --workers N (a local cluster) and --scheduler ADDRESS")
+    if a.workers is not None and a.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {a.workers}")
 
 
 def cmd_run(a) -> int:
-    from .runner import run_experiment, run_micro_experiment
-    from .spec import expand, load_experiment
+    from .harness.executors import run_experiment, run_micro_experiment
+    from .harness.spec import expand, load_experiment
     exp = load_experiment(a.experiment)
     if exp.kind == "micro":
         if a.dry_run:
@@ -158,12 +192,16 @@ def cmd_run(a) -> int:
                                    resume=a.resume, progress=not a.quiet)
         print(f"{exp.name}: {res['action']} {res['status']} {res['path']}")
         return 0 if res["status"] in ("ok", "exists") else 1
+    from .harness.checks import check_runs
     runs = expand(exp, scale=a.scale, data_dir=a.data_dir, seeds=a.seed, threads=a.threads, labels=a.system)
+    _check_exec(a)
+    check_runs(exp, runs, oversubscribe=a.oversubscribe or a.executor == "dask" and bool(a.scheduler))
     if a.dry_run:
         _print_grid(runs, a.results_dir)
-        print(f"{len(runs)} runs")
+        print(f"{len(runs)} runs, checked (data headers, threads, every system's params)")
         return 0
-    res = run_experiment(exp, runs, a.results_dir, resume=a.resume, progress=not a.quiet)
+    res = run_experiment(exp, runs, a.results_dir, resume=a.resume, progress=not a.quiet, executor=a.executor,
+                         workers=a.workers, scheduler=a.scheduler, wait=not a.no_wait)
     bad = [r for r in res if r["status"] in ("error", "incomplete", "no log written")]
     for r in bad:
         print(f"FAILED {r['run_id']}: {r['status']} (log: {r['log']})", file=sys.stderr)
@@ -171,16 +209,21 @@ def cmd_run(a) -> int:
 
 
 def cmd_run_one(a) -> int:
-    from .runner import run_one
-    from .spec import RunSpec
+    from .harness.process import run_one
+    from .harness.spec import RunSpec
     from .trainers import register
     for item in a.register:
         name, _, target = item.partition("=")
         if not name or ":" not in target:
             raise ValueError(f"--register expects SYSTEM=module:Class, got {item!r}")
         register(name, target)
+    from .harness.process import EXIT_BUSY, RunBusy
     run = RunSpec.from_json(a.run_json)
-    stop = run_one(run, a.results_dir, progress=not a.quiet, data_loader=a.data_loader)
+    try:
+        stop = run_one(run, a.results_dir, progress=not a.quiet, data_loader=a.data_loader)
+    except RunBusy as e:
+        print(f"slidebench: {e}", file=sys.stderr)
+        return EXIT_BUSY
     st = stop.get("status")
     if not a.quiet:
         print(f"[{run.run_id}] {st}: train {stop.get('train_time_s') or 0:.2f}s, {stop.get('steps')} steps, "
@@ -191,7 +234,7 @@ def cmd_run_one(a) -> int:
 
 
 def cmd_run_micro(a) -> int:
-    from .runner import micro_child
+    from .harness.process import micro_child
     out = micro_child(a.experiment, a.results_dir, scale=a.scale, data_dir=a.data_dir, n_threads=a.threads,
                       progress=not a.quiet)
     print(f"wrote {out}")
@@ -199,7 +242,13 @@ def cmd_run_micro(a) -> int:
 
 
 def cmd_summarize(a) -> int:
-    from .summarize import summarize
+    from .reporting.summarize import summarize
+    raw = Path(a.results_dir) / "raw"
+    unknown = [e for e in a.experiments if not (raw / e).is_dir()]
+    if unknown:
+        known = sorted(p.name for p in raw.iterdir() if p.is_dir()) if raw.is_dir() else []
+        raise ValueError(f"no run logs for experiment(s) {', '.join(map(repr, unknown))} under {raw} "
+                         f"(experiments with logs: {', '.join(known) or 'none'})")
     paths = summarize(a.experiments or None, a.results_dir)
     if not paths:
         print(f"no run logs under {Path(a.results_dir) / 'raw'}")
@@ -209,20 +258,20 @@ def cmd_summarize(a) -> int:
 
 
 def cmd_plot(a) -> int:
-    from .plots import make_figures
+    from .reporting.plots import make_figures
     for p in make_figures(results_dir=a.results_dir, experiments=a.experiments or None):
         print(f"wrote {p}")
     return 0
 
 
 def cmd_report(a) -> int:
-    from .report import write_report
+    from .reporting.report import write_report
     print(f"wrote {write_report(results_dir=a.results_dir)}")
     return 0
 
 
 def cmd_env(a) -> int:
-    from . import manifest
+    from .harness import manifest
     m = manifest.collect()
     m["engine"] = manifest.engine_info()
     print(json.dumps(m, indent=2, default=str))
@@ -230,9 +279,9 @@ def cmd_env(a) -> int:
 
 
 def cmd_reproduce(a) -> int:
-    from .runner import run_experiment, run_micro_experiment
-    from .spec import expand, load_experiment
-    from .summarize import summarize
+    from .harness.executors import run_experiment, run_micro_experiment
+    from .harness.spec import expand, load_experiment
+    from .reporting.summarize import summarize
     t_start = time.monotonic()
     files = sorted(p for p in Path(a.experiments_dir).glob("*.toml") if p.stem != "smoke")
     if a.only:
@@ -243,10 +292,14 @@ def cmd_reproduce(a) -> int:
     if not files:
         raise ValueError(f"no experiment files in {a.experiments_dir}")
     exps = [load_experiment(p) for p in files]           # validate every file before spending any time
+    _check_exec(a)
+    from .harness.checks import check_runs
     plan = []
     for e in exps:
         runs = expand(e, scale=a.scale, data_dir=a.data_dir, seeds=a.seeds, threads=a.threads) \
             if e.kind == "train" else []
+        if runs:          # data headers (or the preset's shapes), threads, every system's params
+            check_runs(e, runs, oversubscribe=a.oversubscribe)
         plan.append((e, runs))
     n_runs = sum(len(r) for _, r in plan)
     budget_s = sum(r.budget.get("train_seconds", 0) for _, rs in plan for r in rs)
@@ -255,7 +308,7 @@ def cmd_reproduce(a) -> int:
           f"plus evaluation and start-up (estimate refined as runs finish)", flush=True)
 
     # data first (cached; every run then loads the cache)
-    presets = sorted({r.data["preset"] for _, rs in plan for r in rs})
+    presets = sorted({r.data["preset"] for _, rs in plan for r in rs if r.data.get("preset")})
     if presets:
         from .data import load_dataset
         for pr in presets:
@@ -264,6 +317,14 @@ def cmd_reproduce(a) -> int:
                 t0 = time.monotonic()
                 ds = load_dataset(pr, a.scale, data_dir=a.data_dir, seed=s, progress=True)
                 print(f"data {ds.name}: ready ({time.monotonic() - t0:.1f}s)", flush=True)
+    files = sorted({(r.data["train"], r.data["test"], r.data["name"]) for _, rs in plan for r in rs
+                    if r.data.get("train")})
+    if files:
+        from .data import load_files
+        for tr, te, name in files:                        # parse once; every run then loads the cache
+            t0 = time.monotonic()
+            load_files(tr, te, name=name, progress=True)
+            print(f"data {name}: ready ({time.monotonic() - t0:.1f}s)", flush=True)
 
     done_runs = 0
     ran_time, ran_n = 0.0, 0
@@ -276,7 +337,8 @@ def cmd_reproduce(a) -> int:
             if res["status"] not in ("ok", "exists"):
                 failed.append(e.name)
             continue
-        res = run_experiment(e, runs, a.results_dir, resume=True, progress=True)
+        res = run_experiment(e, runs, a.results_dir, resume=True, progress=True, executor=a.executor,
+                             workers=a.workers, scheduler=a.scheduler, wait=not a.no_wait)
         for r in res:
             done_runs += 1
             if r["action"] == "ran":
@@ -290,9 +352,9 @@ def cmd_reproduce(a) -> int:
               f"elapsed, ETA {eta}", flush=True)
         summarize([e.name], a.results_dir)
     summarize(None, a.results_dir)
-    from .plots import make_figures
+    from .reporting.plots import make_figures
     figs = make_figures(results_dir=a.results_dir)
-    from .report import write_report
+    from .reporting.report import write_report
     rep = write_report(results_dir=a.results_dir)
     print(f"reproduce: {len(figs)} figures, report {rep}, {(time.monotonic() - t_start) / 60:.1f} min", flush=True)
     if failed:
@@ -307,10 +369,11 @@ COMMANDS = {"data": cmd_data, "run": cmd_run, "_run-one": cmd_run_one, "_run-mic
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .harness.process import RunError
     a = build_parser().parse_args(argv)
     try:
         return COMMANDS[a.cmd](a)
-    except (ValueError, KeyError, FileNotFoundError) as e:   # SpecError is a ValueError
+    except (ValueError, KeyError, FileNotFoundError, MemoryError, RunError) as e:   # SpecError is a ValueError
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"slidebench {a.cmd}: error: {msg}", file=sys.stderr)
         return 2

@@ -38,6 +38,15 @@ def derive_seed(seed: int, purpose: str) -> int:
 
 # ------------------------------------------------------------------------------------------ data
 
+#: The params keys the runner sets (from [run] batch_sizes, the protocol and [[systems]] config); an
+#: experiment file may not set them in params or sweep, and every trainer accepts them.
+RUNNER_KEYS: tuple[str, ...] = ("batch_size", "shuffle", "config")
+
+
+def batches_per_epoch(n_rows: int, batch_size: int) -> int:
+    """Batches in one pass over ``n_rows`` rows: the last batch is short, never dropped or padded."""
+    return -(-int(n_rows) // int(batch_size))
+
 
 def check_csr(X: sp.csr_matrix, name: str, n_cols: int | None = None) -> None:
     """Raise ValueError unless X is CSR with float32 data, int32 indices, sorted, in range."""
@@ -113,7 +122,7 @@ class BatchStream:
         self.seed = int(seed)
         self.shuffle = bool(shuffle)
         self.n = int(X.shape[0])
-        self.batches_per_epoch = -(-self.n // self.batch_size)
+        self.batches_per_epoch = batches_per_epoch(self.n, self.batch_size)
         self.epoch = 0
         self.index = 0            # next batch index within the epoch
         self.samples_seen = 0
@@ -163,8 +172,15 @@ class StepStats:
 class Trainer(Protocol):
     """Every system (the SLIDE engine, each TensorFlow baseline, test fakes) implements this.
 
-    * ``setup`` is untimed: build weights, tables, trace graphs; draw batches from
-      ``data.batches(params["batch_size"], seed, shuffle=params.get("shuffle", True))``.
+    * ``setup`` is untimed: build weights, tables, trace graphs. The runner builds the run's
+      ``BatchStream`` and hands it over as ``batches``; the trainer draws every training batch from it
+      (so the runner knows, from the stream, how many steps were really done). ``batches=None``
+      (direct calls in tests) means ``data.batches(params["batch_size"], seed,
+      shuffle=params.get("shuffle", True))``.
+    * ``validate_params(params, n_features, n_labels)`` (optional classmethod) checks params without
+      allocating anything and without importing TensorFlow; the runner calls it before any run.
+    * ``eval_metrics(X_eval)`` (optional) returns extra numbers stored in each eval record
+      (``trainer_metrics``); called untimed after scoring.
     * ``train_steps`` is the only timed call; it must block until the work is really done (no
       asynchronous GPU work left in flight).
     * ``predict_topk`` is untimed; returns int32 [n, k], best first.
@@ -173,7 +189,8 @@ class Trainer(Protocol):
 
     system: ClassVar[str]
 
-    def setup(self, data: Dataset, params: dict[str, Any], *, seed: int, n_threads: int) -> None: ...
+    def setup(self, data: Dataset, params: dict[str, Any], *, seed: int, n_threads: int,
+              batches: BatchStream | None = None) -> None: ...
 
     def train_steps(self, n_steps: int) -> StepStats: ...
 

@@ -84,14 +84,15 @@ class FakeTrainer:
         self.steps = 0
         LAST.append(self)
 
-    def setup(self, data: Dataset, params: dict[str, Any], *, seed: int, n_threads: int) -> None:
+    def setup(self, data: Dataset, params: dict[str, Any], *, seed: int, n_threads: int, batches=None) -> None:
         bad = set(params) - self.PARAMS
         if bad:
             raise ValueError(f"unknown fake params {sorted(bad)}")
         self.p = {"step_time": 0.01, "eval_time": 0.0, "rate": 0.01, "nan_at_step": None, "raise_at_step": None,
                   "fake_clock": False, "q0": 0.0, **params}
         self.n_labels = data.n_labels
-        self.stream = data.batches(params["batch_size"], seed, shuffle=params.get("shuffle", True))
+        self.stream = batches if batches is not None else \
+            data.batches(params["batch_size"], seed, shuffle=params.get("shuffle", True))
         self.fail = FAIL_NEXT["train"] or os.environ.get("FAKE_FAIL") == "1"
         FAIL_NEXT["train"] = False
         self.n_threads = n_threads

@@ -17,7 +17,7 @@ import fakes
 from slidebench import runner
 from slidebench.runlog import RunLogWriter, partial_path, read_log
 from slidebench.spec import RunSpec, parse_experiment, expand
-from slidebench.summarize import olympic_mean, summarize_experiment
+from slidebench.reporting.summarize import olympic_mean, summarize_experiment
 from slidebench.trainers import register
 
 TESTS = Path(__file__).resolve().parent
@@ -368,7 +368,7 @@ def test_summary_schema_and_ttt(tmp_path):
         # the rate is a param, so each seed has its own hash; group by label/threads/batch
         runner.run_one(r, res, data_loader="fakes:load_fake", clock=fakes.CLOCK)
     out = summarize_experiment("s", res)
-    from slidebench.summarize import CURVE_COLS, RUN_COLS
+    from slidebench.reporting.summarize import CURVE_COLS, RUN_COLS
     assert list(out["curves"].columns[: len(CURVE_COLS)]) == CURVE_COLS
     assert list(out["runs"].columns[: len(RUN_COLS)]) == RUN_COLS
     for name in ("s_curves.csv", "s_runs.csv", "s_ttt.csv"):
@@ -394,7 +394,7 @@ def test_truncated_last_line_is_tolerated_and_corruption_is_not(tmp_path):
 
 def test_summary_keeps_the_manifest_so_the_report_has_it_without_raw_logs(tmp_path):
     import shutil
-    from slidebench.report import render_report
+    from slidebench.reporting.report import render_report
     res = tmp_path / "results"
     run = make_run(budget={"steps": 3}, ev={"every_steps": 3, "subset_size": 50})
     runner.run_one(run, res, data_loader="fakes:load_fake", clock=fakes.CLOCK)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from slidebench import micro, plots
+from slidebench.reporting import micro, plots
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTEXT = {"experiment", "scale", "host_cpu", "cores", "n_threads", "seed"}

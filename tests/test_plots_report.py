@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from slidebench import plots, report, style
+from slidebench.reporting import plots, report, style
 
 CPU = "Test CPU 9000"
 CORES = 2
@@ -185,8 +185,8 @@ def test_report_has_every_experiment_claims_and_embedded_figures(results, drawn)
     path = report.write_report(results)
     assert path == results / "REPORT.md"
     text = path.read_text()
-    for exp, title in report.TITLES.items():
-        assert title in text, f"{exp} missing from report"
+    for exp in plots.KNOWN_EXPERIMENTS:
+        assert report.TITLES[exp] in text, f"{exp} missing from report"
     assert "Experiments missing: none" in text
     # figures embedded with relative paths that exist
     import re
@@ -231,18 +231,18 @@ def test_missing_experiments_reported_not_crashed(tmp_path):
     res = tmp_path / "results"
     _write(res, "fig7", *_curves_runs("fig7", [SLIDE, TFS], seeds=(0,)))
     paths = plots.make_figures(res, progress=False)
-    assert {p.stem for p in paths} == {"fig7"}
+    assert {p.stem for p in paths} == {"fig7", "fig7_speedup"}
     text = report.write_report(res).read_text()
     assert "Experiments present: fig7." in text
     for exp in ("fig5", "fig8", "fig9", "fig4", "fig11", "tab3", "ablation", "protocol"):
         assert exp in text.split("Experiments missing:")[1].split("\n")[0]
-    assert text.count("**MISSING**") == 8
+    assert text.count("**MISSING**") == 8 + 1    # + the reference section
 
 
 def test_empty_results_dir(tmp_path):
     assert plots.make_figures(tmp_path / "nothing", progress=False) == []
     text = report.render_report(tmp_path / "nothing")
-    assert "Experiments present: none" in text and text.count("**MISSING**") == len(plots.KNOWN_EXPERIMENTS)
+    assert "Experiments present: none" in text and text.count("**MISSING**") == len(plots.KNOWN_EXPERIMENTS) + 1
 
 
 def test_malformed_micro_csv_names_file(tmp_path):
@@ -263,14 +263,32 @@ def test_incomplete_run_is_flagged(tmp_path):
     assert "incomplete" in text and "budget,running" in text or "running" in text
 
 
-def test_report_uses_run_start_manifest(tmp_path):
+def test_report_reads_summaries_never_raw_logs(tmp_path, monkeypatch):
+    """The manifest comes from summary/<exp>_manifest.json; nothing under results/raw is opened."""
+    import builtins
+    import io
     res = tmp_path / "r"
-    _write(res, "fig7", *_curves_runs("fig7", [SLIDE], seeds=(0,)))
+    _write(res, "fig7", *_curves_runs("fig7", [SLIDE, TFS], seeds=(0,)))
     raw = res / "raw" / "fig7" / "SLIDE"
     raw.mkdir(parents=True)
-    (raw / "s0-abcdef12.jsonl").write_text(json.dumps({"event": "run_start", "manifest": {"cpu": "Planted CPU"}}) + "\n")
+    (raw / "s0-abcdef12.jsonl").write_text(json.dumps({"event": "run_start", "manifest": {"cpu": "Raw CPU"}}) + "\n")
+    (res / "summary" / "fig7_manifest.json").write_text(json.dumps({"cpu": "Summary CPU"}))
+    opened = []
+    real_open, real_io_open = builtins.open, io.open
+
+    def spy(f, *a, **k):
+        opened.append(str(f))
+        return real_open(f, *a, **k)
+
+    def spy_io(f, *a, **k):
+        opened.append(str(f))
+        return real_io_open(f, *a, **k)
+    monkeypatch.setattr(builtins, "open", spy)
+    monkeypatch.setattr(io, "open", spy_io)
     text = report.render_report(res, ["fig7"])
-    assert "Planted CPU" in text
+    monkeypatch.undo()
+    assert "Summary CPU" in text and "Raw CPU" not in text
+    assert opened and not [p for p in opened if "/raw/" in p], opened
 
 
 def test_style_is_stable_and_distinguishes_configs_and_devices():
@@ -279,7 +297,9 @@ def test_style_is_stable_and_distinguishes_configs_and_devices():
     tf = style.style_for("tf_full_softmax", "tuned")
     tfp = style.style_for("tf_full_softmax", "paper")
     gpu = style.style_for("tf_full_softmax", "tuned", "gpu")
-    assert tf.color == tfp.color and tf.linestyle != tfp.linestyle
+    # the 2019 release's config: same family, lighter shade, dashed, hollow markers
+    assert tf.color != tfp.color and tf.linestyle != tfp.linestyle and tf.filled and not tfp.filled
+    assert tf.marker == tfp.marker
     assert gpu.color != tf.color
     assert a.order < tf.order < style.style_for("tf_sampled_softmax").order
     assert style.display_name("tf_full_softmax", "paper", "gpu") == "TF full softmax (GPU, paper config)"
@@ -287,6 +307,48 @@ def test_style_is_stable_and_distinguishes_configs_and_devices():
     assert len({s.color for s in v}) == 3
     with pytest.raises(ValueError):
         style.variant_style(a, -1)
+
+
+def test_headline_labels_get_six_distinct_looks_from_system_and_config():
+    """The medium headline's labels map to looks by (system, config), whatever the labels say."""
+    from slidebench.reporting.drawing import curve_groups
+    rows = []
+    for label, system, config in (("SLIDE", "slide", "default"), ("SLIDE-paper", "slide", "paper"),
+                                  ("TF-full", "tf_full_softmax", "tuned"),
+                                  ("TF-full-paper", "tf_full_softmax", "paper"),
+                                  ("TF-sampled", "tf_sampled_softmax", "tuned"),
+                                  ("TF-sampled-paper", "tf_sampled_softmax", "paper")):
+        for seed in (0, 1):
+            rows.append({"label": label, "system": system, "config": config, "seed": seed, "run_id": f"{label}{seed}",
+                         "n_threads": 2, "batch_size": 128, "protocol": "fair", "dataset": "amazon-medium"})
+    groups = curve_groups(pd.DataFrame(rows), split=("dataset",))
+    assert len(groups) == 6
+    looks = {(g.style.color, g.style.marker, g.style.linestyle, g.style.filled) for g in groups}
+    assert len(looks) == 6 and len({g.style.color for g in groups}) == 6
+    # the same system and config under another label looks the same
+    renamed = pd.DataFrame(rows).replace({"TF-full": "TF-CPU"})
+    a = {g.display.split(":")[0]: g.style.color for g in curve_groups(renamed, split=("dataset",))}
+    b = {g.display.split(":")[0]: g.style.color for g in groups}
+    assert a["TF-CPU"] == b["TF-full"]
+    # legends say what a label is
+    assert any(g.display == "TF-full-paper: TF full softmax, 2019 release's config" for g in groups)
+
+
+def test_variants_of_one_system_get_distinct_colours_and_readable_names():
+    from slidebench.reporting.drawing import curve_groups
+    base = {"sampler": "vanilla", "hash": "dwta", "K": 6, "L": 50, "active": 0.05}
+    runs = [("SLIDE", base, None, None), ("SLIDE-K", base, 8, None), ("SLIDE-hash", base, None, "simhash"),
+            ("SLIDE-random", {"sampler": "random", "active": 0.05}, None, None),
+            ("SLIDE-active", {**base, "active": 0.005}, None, None)]
+    df = pd.DataFrame([{"label": lab, "system": "slide", "config": "default", "seed": 0, "run_id": f"{lab}{k}{h}",
+                        "params": json.dumps(p), "param_K": k, "param_hash": h, "dataset": "a"}
+                       for lab, p, k, h in runs])
+    groups = curve_groups(df, split=("dataset",))
+    names = [g.display for g in groups]
+    assert names[0] == "SLIDE (DWTA, K=6, L=50, 5% active)"
+    assert set(names[1:]) == {"SLIDE: K=8", "SLIDE: SimHash", "SLIDE: random active set (no LSH)",
+                              "SLIDE: 0.5% active"}
+    assert len({g.style.color for g in groups}) == 5 and len({g.style.marker for g in groups}) == 5
 
 
 def test_hard_threshold_prob_matches_direct_binomial():

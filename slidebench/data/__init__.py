@@ -19,11 +19,12 @@ from ._progress import note
 from .stats import dataset_stats, format_stats, knn_precision
 from .synthetic import GENERATOR_VERSION, PRESETS, SCALES, generate, get_spec, spec_sha256, write_files
 from .xmlrepo import (READER_VERSION, XMLRepoFormatError, atomic_savez, csr_from_arrays, csr_to_arrays,
-                      file_sha256, read_xmlrepo, write_xmlrepo)
+                      file_sha256, read_header, read_xmlrepo, write_xmlrepo)
 
 __all__ = ["load_dataset", "read_xmlrepo", "write_xmlrepo", "dataset_stats", "format_stats", "knn_precision",
            "XMLRepoFormatError", "generate", "write_files", "PRESETS", "SCALES", "REAL_LAYOUT", "find_real_files",
-           "default_cache_dir", "GENERATOR_VERSION", "READER_VERSION"]
+           "default_cache_dir", "GENERATOR_VERSION", "READER_VERSION", "load_files", "split_validation", "read_header",
+           "check_files"]
 
 # preset -> (display name, folders searched under data_dir, (train, test) name pairs searched in each)
 REAL_LAYOUT: dict[str, tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]]] = {
@@ -101,20 +102,8 @@ def load_dataset(preset: str, scale: str, *, data_dir=None, seed: int = 0, cache
     if data_dir is not None:
         tr, te = find_real_files(preset, data_dir)
         note(f"reading real {REAL_LAYOUT[preset][0]}: {tr} and {te}", progress)
-        Xtr, Ytr = read_xmlrepo(tr, cache_dir=cache_dir, progress=progress, duplicates=duplicates)
-        Xte, Yte = read_xmlrepo(te, cache_dir=cache_dir, progress=progress, duplicates=duplicates)
-        if Xtr.shape[1] != Xte.shape[1] or Ytr.shape[1] != Yte.shape[1]:
-            raise ValueError(f"{tr} declares {Xtr.shape[1]} features / {Ytr.shape[1]} labels but {te} declares "
-                             f"{Xte.shape[1]} / {Yte.shape[1]}")
-        sha_tr, sha_te = file_sha256(tr), file_sha256(te)
-        import hashlib
-        sha = hashlib.sha256(f"{sha_tr}\n{sha_te}\n".encode()).hexdigest()
-        ds = Dataset(REAL_LAYOUT[preset][0], Xtr, Ytr, Xte, Yte, sha256=sha,
-                     meta={"preset": preset, "scale": "real", "source": "real", "train_path": str(tr),
-                           "test_path": str(te), "train_sha256": sha_tr, "test_sha256": sha_te,
-                           "reader_version": READER_VERSION, "duplicates": duplicates})
-        ds.validate()
-        return ds
+        return _pair(REAL_LAYOUT[preset][0], tr, te, cache_dir=cache_dir, progress=progress, duplicates=duplicates,
+                     meta={"preset": preset, "scale": "real"})
 
     spec = get_spec(preset, scale)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -144,3 +133,65 @@ def load_dataset(preset: str, scale: str, *, data_dir=None, seed: int = 0, cache
                  **csr_to_arrays("Yte", Yte), sha256=np.asarray(sha))
     note(f"cached {name} as {cpath}", progress)
     return ds
+
+
+def _pair(name: str, tr: Path, te: Path, *, cache_dir=None, progress: bool = False, duplicates: str = "error",
+          meta: dict | None = None) -> Dataset:
+    Xtr, Ytr = read_xmlrepo(tr, cache_dir=cache_dir, progress=progress, duplicates=duplicates)
+    Xte, Yte = read_xmlrepo(te, cache_dir=cache_dir, progress=progress, duplicates=duplicates)
+    if Xtr.shape[1] != Xte.shape[1] or Ytr.shape[1] != Yte.shape[1]:
+        raise ValueError(f"{tr} declares {Xtr.shape[1]} features / {Ytr.shape[1]} labels but {te} declares "
+                         f"{Xte.shape[1]} / {Yte.shape[1]}")
+    sha_tr, sha_te = file_sha256(tr), file_sha256(te)
+    import hashlib
+    sha = hashlib.sha256(f"{sha_tr}\n{sha_te}\n".encode()).hexdigest()
+    ds = Dataset(name, Xtr, Ytr, Xte, Yte, sha256=sha,
+                 meta={**(meta or {}), "source": "real", "train_path": str(tr), "test_path": str(te),
+                       "train_sha256": sha_tr, "test_sha256": sha_te, "reader_version": READER_VERSION,
+                       "duplicates": duplicates})
+    ds.validate()
+    return ds
+
+
+def load_files(train, test=None, *, name: str | None = None, cache_dir=None, progress: bool = False,
+               duplicates: str = "error") -> Dataset:
+    """Any XMLRepository train/test pair by path, called ``name`` (default: the train file's folder name).
+    Without ``test`` the training file is used as both (for statistics only). Parsed arrays are cached by
+    content (see read_xmlrepo), so the cache is found whatever path or link the files are reached by."""
+    tr = Path(train).expanduser()
+    te = Path(test).expanduser() if test is not None else tr
+    name = name or tr.resolve().parent.name or tr.stem
+    note(f"reading {name}: {tr} and {te}", progress)
+    return _pair(name, tr, te, cache_dir=cache_dir, progress=progress, duplicates=duplicates,
+                 meta={"preset": None, "scale": "user"})
+
+
+def check_files(train, test) -> dict:
+    """Both files present with a readable header that agree on features and labels (reads two lines);
+    returns {"train": (n, d, l), "test": (n, d, l)}. FileNotFoundError / XMLRepoFormatError / ValueError."""
+    h_tr, h_te = read_header(train), read_header(test)
+    if h_tr[1:] != h_te[1:]:
+        raise ValueError(f"{train} declares {h_tr[1]} features / {h_tr[2]} labels but {test} declares "
+                         f"{h_te[1]} / {h_te[2]}")
+    return {"train": h_tr, "test": h_te}
+
+
+def split_validation(ds: Dataset, fraction: float, seed: int) -> Dataset:
+    """Hold out a seeded, shuffled ``fraction`` of the TRAINING set as the evaluation set (for tuning: the
+    test set is never read for evaluation); the rest trains. Named "<name>/val"."""
+    from ..contract import derive_seed
+    if not 0 < fraction <= 0.5:
+        raise ValueError(f"validation fraction must be in (0, 0.5], got {fraction!r}")
+    n = int(ds.X_train.shape[0])
+    n_val = max(1, int(round(fraction * n)))
+    if n_val >= n:
+        raise ValueError(f"validation fraction {fraction} leaves no training rows ({n} rows)")
+    order = np.random.default_rng(derive_seed(int(seed), "validation")).permutation(n)
+    val, tr = np.sort(order[:n_val]), np.sort(order[n_val:])
+    out = Dataset(f"{ds.name}/val", ds.X_train[tr], ds.Y_train[tr], ds.X_train[val], ds.Y_train[val],
+                  sha256=ds.sha256, meta={**ds.meta, "validation": float(fraction), "n_validation": n_val})
+    for M in (out.X_train, out.Y_train, out.X_test, out.Y_test):
+        M.indices = M.indices.astype(np.int32, copy=False)
+        M.indptr = M.indptr.astype(np.int32, copy=False)
+    out.validate()
+    return out

@@ -179,7 +179,13 @@ def parse_line(raw: bytes, lineno: int, n_features: int, n_labels: int, *, path=
 
 
 # --------------------------------------------------------------------------------------- header
+BOM = b"\xef\xbb\xbf"
+
+
 def _parse_header(line: bytes, path):
+    if line.startswith(BOM):
+        raise XMLRepoFormatError(path, 1, "the file starts with a UTF-8 byte-order mark (BOM), which the format "
+                                 "does not allow; save it without one, e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' FILE")
     try:
         parts = line.decode("ascii").split()
     except UnicodeDecodeError:
@@ -647,6 +653,34 @@ def cache_path_for(path, sha: str, cache_dir=None, duplicates: str = "error") ->
     return folder / f"{path.name}.{sha[:16]}-r{READER_VERSION}-{duplicates}.npz"
 
 
+def _find_cached(path: Path, sha: str, cache_dir, duplicates: str) -> Path | None:
+    """A cache of these bytes written under any file name, beside the file (as given or resolved), in
+    ``cache_dir`` or in the default cache folder."""
+    suffix = f".{sha[:16]}-r{READER_VERSION}-{duplicates}.npz"
+    folders = [path.parent, path.resolve().parent, _default_cache_dir() / "xmlrepo"]
+    if cache_dir is not None:
+        folders.insert(0, Path(cache_dir))
+    for folder in folders:
+        try:
+            hits = sorted(folder.glob("*" + suffix))
+        except OSError:
+            continue
+        if hits:
+            return hits[0]
+    return None
+
+
+def read_header(path) -> tuple[int, int, int]:
+    """(n_points, n_features, n_labels) from the first line; XMLRepoFormatError when it is malformed
+    (a BOM gets its own message), FileNotFoundError when the file is missing. Reads one line only."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"XMLRepository file not found: {path}")
+    with open(path, "rb") as f:
+        line = f.readline(4096)
+    return _parse_header(line.rstrip(b"\r\n"), path)
+
+
 @contextlib.contextmanager
 def atomic_open(target: Path):
     """Open a temporary file in the target's folder for binary writing; on success fsync it and
@@ -711,7 +745,9 @@ def read_xmlrepo(path, *, cache: bool = True, cache_dir=None, duplicates: str = 
                 cache_dir = _default_cache_dir() / "xmlrepo"
                 warnings.warn(f"{path.parent} is not writable; caching the parsed {path.name} in {cache_dir}",
                               RuntimeWarning, stacklevel=2)
-            cpath = cache_path_for(path, sha, cache_dir, duplicates)
+            cpath = cache_path_for(path.resolve(), sha, cache_dir, duplicates)
+            if not cpath.is_file():          # keyed by content: the same bytes under another name or link
+                cpath = _find_cached(path, sha, cache_dir, duplicates) or cpath
             if cpath.is_file():
                 try:
                     with np.load(cpath, allow_pickle=False) as z:

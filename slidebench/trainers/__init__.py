@@ -23,3 +23,22 @@ def get_trainer(system: str) -> type[Trainer]:
         raise KeyError(f"unknown system {system!r}; known systems: {', '.join(sorted(REGISTRY))}")
     mod, _, cls = REGISTRY[system].partition(":")
     return getattr(importlib.import_module(mod), cls)
+
+
+#: Systems whose parameters slidebench.baselines.validate_params checks (without TensorFlow).
+BASELINE_SYSTEMS = ("tf_full_softmax", "tf_sampled_softmax")
+
+
+def validate_params(system: str, params: dict, n_features: int | None, n_labels: int | None,
+                    n_threads: int = 1):
+    """Check a run's params before any run starts, without importing TensorFlow: the baselines through
+    ``slidebench.baselines.validate_params``, any other system through its class's ``validate_params``
+    classmethod when it has one (returns None when the system offers no check)."""
+    if system in BASELINE_SYSTEMS:
+        from ..baselines import validate_params as v
+        return v(system, params, n_features, n_labels, n_threads)
+    cls = get_trainer(system)
+    check = getattr(cls, "validate_params", None)
+    if check is None:
+        return None
+    return check(params, n_features, n_labels, n_threads)

@@ -16,9 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from ..contract import BatchStream, Dataset, StepStats, derive_seed
-
-RUNNER_KEYS = ("batch_size", "shuffle", "config")
+from ..contract import RUNNER_KEYS, BatchStream, Dataset, StepStats, derive_seed  # noqa: F401
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -38,13 +36,29 @@ class SlideTrainer:
         self.net = None
         self.stream: BatchStream | None = None
 
-    def setup(self, data: Dataset, params: dict[str, Any], *, seed: int, n_threads: int) -> None:
-        from ..engine import Network
+    @classmethod
+    def validate_params(cls, params: dict[str, Any], n_features: int | None, n_labels: int | None,
+                        n_threads: int = 1) -> dict:
+        """Check params as ``setup`` would, without allocating (the engine's parse_config) and the memory
+        preflight against the data's shapes; ValueError/MemoryError naming the key or the need."""
+        import psutil
 
+        from ..engine import estimate_memory, parse_config
+        engine_params = cls._engine_params(params)
+        if n_features is None or n_labels is None:         # shapes unknown: the keys and values only
+            parse_config(1, 1, engine_params)
+            return engine_params
+        need = estimate_memory(n_features, n_labels, engine_params, n_threads=n_threads)   # validates too
+        avail = int(psutil.virtual_memory().available)
+        if need > avail:
+            raise MemoryError(f"slide: this configuration needs about {need / 2**30:.1f} GiB but only "
+                              f"{avail / 2**30:.1f} GiB is available ({n_features} features, {n_labels} labels)")
+        return engine_params
+
+    @staticmethod
+    def _engine_params(params: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(params, dict):
             raise ValueError(f"slide: params must be a dict, got {type(params).__name__}")
-        if "batch_size" not in params:
-            raise ValueError("slide: params must contain 'batch_size' (the runner puts it there)")
         name = params.get("config", "default")
         if name not in CONFIGS:
             raise ValueError(f"slide: unknown config {name!r}; known configs: {', '.join(sorted(CONFIGS))}")
@@ -53,6 +67,17 @@ class SlideTrainer:
             raise ValueError(f"slide: 'shuffle' must be true or false, got {shuffle!r}")
         engine_params = dict(CONFIGS[name])
         engine_params.update({k: v for k, v in params.items() if k not in ("shuffle", "config")})
+        return engine_params
+
+    def setup(self, data: Dataset, params: dict[str, Any], *, seed: int, n_threads: int,
+              batches: BatchStream | None = None) -> None:
+        from ..engine import Network
+
+        if isinstance(params, dict) and "batch_size" not in params:
+            raise ValueError("slide: params must contain 'batch_size' (the runner puts it there)")
+        engine_params = self._engine_params(params)
+        name = params.get("config", "default")
+        shuffle = params.get("shuffle", True)
         self.params = dict(params)
         self.config = name
         self.batch_size = int(params["batch_size"])
@@ -61,7 +86,7 @@ class SlideTrainer:
         data.validate()
         self.net = Network.from_params(data.n_features, data.n_labels, engine_params,
                                        seed=derive_seed(seed, "slide"), n_threads=self.n_threads)
-        self.stream = data.batches(self.batch_size, seed, shuffle=shuffle)
+        self.stream = batches if batches is not None else data.batches(self.batch_size, seed, shuffle=shuffle)
 
     def train_steps(self, n_steps: int) -> StepStats:
         if self.net is None or self.stream is None:

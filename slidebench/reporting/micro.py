@@ -19,6 +19,8 @@ host_cpu, cores, n_threads, seed.
   built tables. Pairs are binned by estimated p; the analytic curve is 1 - BinomCDF(m-1; L, p).
 * ``insertion`` (Table 3): seconds to insert precomputed codes of every output neuron (FIFO and
   reservoir), to hash them (``hash_rows``), and a full rebuild (hashing + insertion).
+* ``reference``: the non-neural reference (omikuji) trained once per ``[data] preset``; see
+  ``reference.py``. Writes ``results/summary/reference.csv`` when the experiment is named reference.
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+
+from .reference import REFERENCE_DEFAULTS, measure_reference
 
 __all__ = ["run_micro", "measure_samplers", "measure_threshold", "measure_insertion", "MEASURES",
            "per_scale", "analytic_rows"]
@@ -57,6 +61,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "n_neurons": {"tiny": 20000, "small": 205443, "paper": 205443}, "dim": 128, "family": "dwta",
         "K": 6, "L": 50, "range_pow": 18, "bucket_size": 128, "repeats": {"tiny": 2, "small": 3, "paper": 5},
     },
+    "reference": dict(REFERENCE_DEFAULTS),
 }
 
 
@@ -92,7 +97,7 @@ def _posint(p: dict, key: str, lo: int = 1) -> int:
 
 
 def _context(spec: dict, scale: str, n_threads: int, seed: int) -> dict[str, Any]:
-    from . import manifest
+    from ._harness import manifest
     h = manifest.host_info()
     return {"experiment": spec.get("experiment", {}).get("name", "?"), "scale": scale,
             "host_cpu": h.get("cpu_model"), "cores": h.get("cores_logical"), "n_threads": int(n_threads),
@@ -110,7 +115,7 @@ class _Say:
 
 def _lsh_index(family: str, dim: int, K: int, L: int, range_pow: int, bucket_size: int,
                insertion: str = "fifo", seed: int = 0):
-    from .engine import LSHIndex  # noqa: the engine's standalone tables (ImportError names the cause)
+    from ..engine import LSHIndex  # noqa: the engine's standalone tables (ImportError names the cause)
     return LSHIndex(family, dim, K, L, range_pow, bucket_size, insertion=insertion, seed=seed)
 
 
@@ -201,7 +206,7 @@ def measure_samplers(p: dict[str, Any], *, data, n_threads: int, seed: int, say:
     if p["train"]:
         if data is None:
             raise ValueError("[micro] train = true needs a [data] table (preset) for the training steps")
-        from .engine import Network
+        from ..engine import Network
         bs = _posint(p, "batch_size")
         warm, timed = _posint(p, "warmup_batches", 0), _posint(p, "timed_batches")
         for s in p["train_samplers"]:
@@ -348,7 +353,8 @@ def measure_insertion(p: dict[str, Any], *, n_threads: int, seed: int, say: Call
     return rows
 
 
-MEASURES = {"samplers": measure_samplers, "threshold": measure_threshold, "insertion": measure_insertion}
+MEASURES = {"samplers": measure_samplers, "threshold": measure_threshold, "insertion": measure_insertion,
+            "reference": measure_reference}
 
 
 def run_micro(spec: dict[str, Any], *, scale: str, n_threads: int, out_csv: str | Path,
@@ -363,8 +369,9 @@ def run_micro(spec: dict[str, Any], *, scale: str, n_threads: int, out_csv: str 
     measure = micro.get("measure")
     if measure not in MEASURES:
         raise ValueError(f"[micro] measure must be one of {', '.join(MEASURES)}, got {measure!r}")
-    if scale not in ("tiny", "small", "paper"):
-        raise ValueError(f"scale must be tiny, small or paper, got {scale!r}")
+    from ..data import SCALES          # the data module's scales (a new one, e.g. medium, needs no change here)
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
     if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
         raise ValueError(f"n_threads must be an int >= 1, got {n_threads!r}")
     params = _params(micro, measure, scale)
@@ -374,14 +381,23 @@ def run_micro(spec: dict[str, Any], *, scale: str, n_threads: int, out_csv: str 
     say = _Say(progress, name)
     say(f"measure={measure} scale={scale} threads={n_threads} seed={seed}")
     ctx = _context(spec, scale, n_threads, seed)
-    if measure == "samplers":
+    if measure == "reference":          # one row per [data] preset, trained on the run's threads
+        d = spec.get("data") or {}
+        if "preset" not in d:
+            raise ValueError("[micro] measure = 'reference' needs [data] preset")
+        from ..data import load_dataset
+        presets = d["preset"] if isinstance(d["preset"], list) else [d["preset"]]
+        data_list = [load_dataset(pr, scale, data_dir=d.get("data_dir"), seed=int(d.get("seed", 0)),
+                                  progress=progress) for pr in presets]
+        rows = measure_reference(params, data_list=data_list, n_threads=n_threads, seed=seed, say=say)
+    elif measure == "samplers":
         data = None
         if params["train"]:
             d = spec.get("data") or {}
             if "preset" not in d:
                 raise ValueError("[micro] train = true needs [data] preset")
             preset = d["preset"][0] if isinstance(d["preset"], list) else d["preset"]
-            from .data import load_dataset
+            from ..data import load_dataset
             data = load_dataset(preset, scale, data_dir=d.get("data_dir"), seed=int(d.get("seed", 0)),
                                 progress=progress)
         rows = measure_samplers(params, data=data, n_threads=n_threads, seed=seed, say=say)

@@ -2,8 +2,10 @@
 
 A curve is identified by its system ("slide", "tf_full_softmax", "tf_sampled_softmax", ...), its
 configuration ("default", "tuned", "paper") and its device ("cpu", "gpu"). The system picks the
-colour family and marker, the configuration the line style (the 2019 release's ``paper``
-configuration is dashed everywhere), a GPU device a darker shade. Experiment files name their runs
+colour family and marker, the configuration the line style and shade (the 2019 release's ``paper``
+configuration is dashed, a lighter shade and hollow-marked everywhere), a GPU device a darker shade;
+so SLIDE / SLIDE-paper / TF-full / TF-full-paper / TF-sampled / TF-sampled-paper all look different
+whatever the experiment files call them. Experiment files name their runs
 with free-form labels; ``style_for`` keys on (system, config, device) so the same system looks the
 same in every figure whatever its label, and ``variant_style`` gives distinct, stable colours to the
 members of one sweep (ablation, batch sizes, thread counts).
@@ -14,7 +16,7 @@ import zlib
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
-__all__ = ["Style", "SYSTEMS", "CONFIG_LINESTYLE", "style_for", "variant_style", "display_name",
+__all__ = ["Style", "SYSTEMS", "CONFIG_LINESTYLE", "style_for", "variant_style", "display_name", "describe",
            "sort_key", "PALETTE", "apply_rc"]
 
 
@@ -25,11 +27,15 @@ class Style:
     linestyle: str
     order: int          # legend / bar order: lower first
     display: str        # legend text
+    filled: bool = True  # hollow markers for the 2019 release's configuration
 
     def line_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``Axes.plot``."""
-        return {"color": self.color, "marker": self.marker, "linestyle": self.linestyle,
-                "label": self.display, "markevery": 0.1, "markersize": 4, "linewidth": 1.6}
+        kw = {"color": self.color, "marker": self.marker, "linestyle": self.linestyle,
+              "label": self.display, "markevery": 0.1, "markersize": 4.5, "linewidth": 1.6}
+        if not self.filled:
+            kw["markerfacecolor"] = "white"
+        return kw
 
 
 # system -> (colour on CPU, colour on GPU, marker, order, display name)
@@ -39,6 +45,8 @@ SYSTEMS: dict[str, tuple[str, str, str, int, str]] = {
     "tf_sampled_softmax": ("#2ca02c", "#145214", "^", 20, "TF sampled softmax"),
 }
 CONFIG_LINESTYLE: dict[str, str] = {"default": "-", "tuned": "-", "paper": "--"}
+# the 2019 release's configuration: a lighter shade of the system's colour
+PAPER_COLOR: dict[str, str] = {"slide": "#f08a8a", "tf_full_softmax": "#6aaed6", "tf_sampled_softmax": "#7fcf7f"}
 CONFIG_ORDER: dict[str, int] = {"default": 0, "tuned": 1, "paper": 2}
 
 # distinct colours for the members of a sweep (colour-blind safe-ish, Tableau 10 without red/blue/green
@@ -96,18 +104,34 @@ def style_for(system: str | Mapping[str, Any], config: str | None = None, device
         cpu_c, gpu_c, marker, order, _ = SYSTEMS[system]
     else:
         cpu_c, gpu_c, marker, order = _UNKNOWN_SYSTEM
-    color = gpu_c if device == "gpu" else cpu_c
+    color = gpu_c if device == "gpu" else PAPER_COLOR.get(system, cpu_c) if config == "paper" else cpu_c
     ls = CONFIG_LINESTYLE.get(config, ":")
     order = order + CONFIG_ORDER.get(config, 5) + (3 if device == "gpu" else 0)
     display = _norm(label, "") or display_name(system, config, device)
-    return Style(color=color, marker=marker, linestyle=ls, order=order, display=display)
+    return Style(color=color, marker=marker, linestyle=ls, order=order, display=display,
+                 filled=config != "paper")
+
+
+def describe(system: str, config: str | None = None, device: str | None = None) -> str:
+    """What a run is, for a reader: "TF full softmax, tuned", "SLIDE, 2019 release's config"."""
+    system = _norm(system, "?")
+    config = _norm(config, "default")
+    device = _norm(device, "cpu").lower()
+    parts = [SYSTEMS[system][4] if system in SYSTEMS else system]
+    if config == "paper":
+        parts.append("2019 release's config")
+    elif config != "default":
+        parts.append(config)
+    if device != "cpu":
+        parts.append(device.upper())
+    return ", ".join(parts)
 
 
 def variant_style(base: Style, index: int, display: str | None = None) -> Style:
     """Style of the index-th member of a sweep: a distinct palette colour and marker, same line style."""
     if index < 0:
         raise ValueError(f"variant index must be >= 0, got {index}")
-    return replace(base, color=PALETTE[index % len(PALETTE)], marker=_MARKERS[index % len(_MARKERS)],
+    return replace(base, color=PALETTE[index % len(PALETTE)], marker=_MARKERS[(index + 1) % len(_MARKERS)],
                    order=base.order * 1000 + index, display=display if display is not None else base.display)
 
 

@@ -1,0 +1,209 @@
+"""What the suite reports, in one place: experiment names and titles, what each figure shows, the
+paper's claims and the rules' inputs for the verdict table.
+
+Plots, report and verdict read this module; nothing here draws, reads files or computes. Systems are
+identified by (system, config, device) as logged in every run (``slide``/``tf_full_softmax``/
+``tf_sampled_softmax``; ``default``/``tuned``/``paper``; ``cpu``/``gpu``), never by the free-form
+labels of the experiment files, so a new label ("TF-full-paper") needs no change here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# the order figures and report sections appear in
+KNOWN_EXPERIMENTS: tuple[str, ...] = ("fig5", "fig7", "fig8", "fig9", "fig4", "fig11", "tab3",
+                                      "ablation", "protocol")
+MICRO_EXPERIMENTS: frozenset[str] = frozenset({"fig4", "fig11", "tab3", "reference"})
+
+# experiments whose runs feed the speedup-at-every-accuracy-level figure (<exp>_speedup.png)
+SPEEDUP_EXPERIMENTS: tuple[str, ...] = ("fig5", "fig7")
+
+# figures that draw the non-neural reference (results/summary/reference.csv) as a horizontal line
+REFERENCE_IN: tuple[str, ...] = ("fig5",)
+
+# accuracy levels: fractions of the best P@1 (evaluation subset) any system reached on a data set
+ACCURACY_LEVELS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
+
+TITLES: dict[str, str] = {
+    "fig5": "Fig 5: P@1 against train time and iterations, SLIDE vs TF full softmax",
+    "fig7": "Fig 7: SLIDE vs TF sampled softmax",
+    "fig8": "Fig 8: batch size 64 / 128 / 256",
+    "fig9": "Fig 9: time to target against threads",
+    "fig4": "Fig 4: cost of the sampling strategies",
+    "fig11": "Fig 11: hard-threshold selection probability",
+    "tab3": "Table 3: inserting every output neuron into the hash tables",
+    "ablation": "Ablation: hash family, K, active-set size, random active set",
+    "protocol": "Protocol: fair vs the 2019 release's protocol",
+    "reference": "Non-neural reference: a tree-based extreme classifier",
+    "roofline": "Dense baseline against its roofline",
+}
+
+SPEEDUP_TITLE = "Speedup of SLIDE at every accuracy level"
+
+DESCRIPTIONS: dict[str, str] = {
+    "fig5": "Each system trains for the same train-clock budget on the same batches; P@1 on the fixed "
+            "evaluation subset is plotted against train time (log axis) and iterations. Lines: median "
+            "over seeds; bands: min..max (no band from one seed).",
+    "fig7": "As fig5 with TF sampled softmax as the baseline.",
+    "fig8": "The same systems at batch sizes 64, 128 and 256.",
+    "fig9": "Time to the target P@1 (olympic mean over seeds, min..max) and throughput against thread "
+            "count; on a 2-core machine only 1 and 2 threads can be measured.",
+    "fig4": "Microseconds per sample of the LSH query alone (per sampler) and of a whole training step "
+            "with each sampler (`random` and `full` as references), at the small scale's output size.",
+    "fig11": "Analytic curves 1 - BinomCDF(m-1; L, p) and measured points: neurons are binned by their "
+             "per-table collision probability with the query (estimated from many independent hash "
+             "functions); the points are the fraction of (query, neuron) pairs that the engine's "
+             "threshold query selected from L freshly built tables.",
+    "tab3": "Wall time of inserting precomputed hash codes of every output neuron into the tables (FIFO, "
+            "reservoir), of hashing them, and of a full rebuild (hashing + insertion); median of repeats.",
+    "ablation": "SLIDE variants at one budget: hash family, K, the active-set size and the `random` active "
+                "set (the same number of uniformly random output neurons instead of LSH).",
+    "protocol": "The same systems under the fair protocol and under the 2019 release's protocol.",
+    "reference": "A non-neural extreme classifier trained once per data set on the same training split and "
+                 "scored on the full test set: what accuracy the data allows (not a speed comparison).",
+}
+
+# The paper's claims per experiment (Chen et al., MLSys 2020), quoted beside this run's measurement.
+PAPER_CLAIMS: dict[str, str] = {
+    "fig5": "SLIDE-CPU (44 cores) reaches the final accuracy 2.7x faster than TF-GPU (V100) on Amazon-670K "
+            "(2 h vs 5.5 h) and 1.8x on Delicious-200K; about 8x faster than TF-CPU (unoptimised SLIDE).",
+    "fig7": "TF sampled softmax needed about 20% of the classes sampled to reach decent accuracy and stayed "
+            "behind SLIDE in accuracy against time.",
+    "fig8": "Across batch sizes 64, 128 and 256 on Amazon-670K, SLIDE stays ahead of TF full and sampled "
+            "softmax in P@1 against time.",
+    "fig9": "Amazon: SLIDE beats TF-CPU from 2 cores and TF-GPU from 8 cores. Delicious: SLIDE beats TF-CPU "
+            "from about 8 cores and TF-GPU between 16 and 32 cores.",
+    "fig4": "Fig 4/12 compares the cost of vanilla, top-K and hard-threshold sampling; the paper uses "
+            "vanilla sampling by default as the cheapest (top-K must rank the candidates by hit count).",
+    "fig11": "With L=10 tables, a neuron with per-table collision probability p is selected by hard "
+             "thresholding at m with probability 1 - BinomCDF(m-1; L, p): a sharp, tunable cut-off.",
+    "tab3": "Inserting all 205,443 Delicious output neurons: 0.371 s with reservoir sampling, 0.762 s with "
+            "FIFO, 18 s including hashing (44 cores).",
+    "ablation": "Not a paper figure. Measured on the 2019 release (docs/figures.md): in it a control with "
+                "1,000 uniformly random output neurons per sample learned at least as fast per iteration as "
+                "DWTA (P@1 0.53 vs 0.49 after 1,560 batches on a 20k-label synthetic set); SimHash learned "
+                "faster than DWTA.",
+    "protocol": "Not a paper figure. The 2019 release timed only SLIDE's training steps but TF's batch "
+                "building too, and evaluated intermediate accuracy on a prefix of the label-sorted test file.",
+    "reference": "Published P@1/P@3/P@5: Amazon-670K Parabel 44.9/39.8/36.0; Delicious-200K CRAFTML "
+                 "47.3/40.9/37.7 (on the real data sets, not the look-alikes).",
+}
+
+OPERATION_NAMES: dict[str, str] = {"hash_rows": "hash every\nneuron", "insert_fifo": "insert\nFIFO",
+                                   "insert_reservoir": "insert\nreservoir", "rebuild_fifo": "hash + insert\nFIFO",
+                                   "rebuild_reservoir": "hash + insert\nreservoir"}
+TAB3_PAPER: dict[str, float] = {"insert_reservoir": 0.371, "insert_fifo": 0.762, "rebuild_fifo": 18.0}
+
+# protocol.toml holds one protocol per file; its fair side is fig5's matching runs.
+PROTOCOL_FAIR_SOURCE = "fig5"
+
+# --------------------------------------------------------------------------------- display names
+
+SYSTEM_NAMES: dict[str, str] = {"slide": "SLIDE", "tf_full_softmax": "TF full softmax",
+                                "tf_sampled_softmax": "TF sampled softmax", "reference": "reference"}
+CONFIG_NAMES: dict[str, str] = {"default": "", "tuned": "tuned", "paper": "2019 release's config"}
+HASH_NAMES: dict[str, str] = {"dwta": "DWTA", "simhash": "SimHash", "wta": "WTA", "doph": "DOPH MinHash"}
+SAMPLER_NAMES: dict[str, str] = {"vanilla": "LSH union", "topk": "LSH top-K", "threshold": "LSH threshold",
+                                 "random": "random active set (no LSH)", "full": "full output layer"}
+# the SLIDE params that tell ablation variants apart, in the order a name lists them
+VARIANT_PARAMS: tuple[str, ...] = ("sampler", "hash", "K", "L", "active")
+
+
+def param_phrase(key: str, value) -> str:
+    """One parameter as a reader reads it: hash=simhash -> "SimHash", active=0.005 -> "0.5% active"."""
+    if key == "hash":
+        return HASH_NAMES.get(str(value), str(value))
+    if key == "sampler":
+        return SAMPLER_NAMES.get(str(value), f"{value} sampler")
+    if key == "active":
+        v = float(value)
+        return f"{v * 100:g}% active" if v < 1 else f"{int(v)} active"
+    if key in ("K", "L"):
+        return f"{key}={int(float(value))}"
+    if key == "num_sampled":
+        v = float(value)
+        return f"{v * 100:g}% of classes sampled" if v < 1 else f"{int(v)} sampled classes"
+    if key == "lr":
+        return f"lr {float(value):g}"
+    return f"{key}={value}"
+
+
+# ------------------------------------------------------------------------------------ the claims
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which runs a claim compares: system, and optionally config / device ("" = any)."""
+
+    system: str
+    config: str = ""
+    device: str = "cpu"
+
+    def matches(self, system, config, device) -> bool:
+        return (str(system) == self.system and (not self.config or str(config) == self.config)
+                and (not self.device or str(device or "cpu").lower() == self.device))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One row of the verdict table.
+
+    ``rule`` names the function in ``verdict.RULES`` that decides it; the other fields are its inputs.
+    ``paper_factor`` is the speedup the paper reports (None where the claim is qualitative).
+    """
+
+    id: str
+    text: str
+    rule: str
+    experiment: str
+    dataset: str = ""                   # data-set name prefix ("amazon", "delicious"); "" = all
+    baseline: Selector | None = None
+    paper_baseline: Selector | None = None   # the same baseline in the 2019 release's config
+    paper_factor: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+TF_FULL = Selector("tf_full_softmax", "tuned")
+TF_FULL_PAPER = Selector("tf_full_softmax", "paper")
+TF_FULL_GPU = Selector("tf_full_softmax", "", "gpu")
+TF_SAMPLED = Selector("tf_sampled_softmax", "tuned")
+TF_SAMPLED_PAPER = Selector("tf_sampled_softmax", "paper")
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("amazon-gpu", "SLIDE on CPU reaches TF full softmax's accuracy 2.7x faster than TF on a GPU "
+          "(Amazon-670K, 2 h vs 5.5 h)", "speedup_to_baseline_accuracy", "fig5", "amazon",
+          TF_FULL_GPU, None, 2.7),
+    Claim("delicious-gpu", "SLIDE on CPU reaches TF full softmax's accuracy 1.8x faster than TF on a GPU "
+          "(Delicious-200K)", "speedup_to_baseline_accuracy", "fig5", "delicious", TF_FULL_GPU, None, 1.8),
+    Claim("amazon-cpu", "SLIDE reaches TF full softmax's accuracy about 8x faster than TF on the same CPU "
+          "(Amazon-670K)", "speedup_to_baseline_accuracy", "fig5", "amazon", TF_FULL, TF_FULL_PAPER, 8.0),
+    Claim("delicious-cpu", "SLIDE reaches TF full softmax's accuracy about 8x faster than TF on the same "
+          "CPU (Delicious-200K)", "speedup_to_baseline_accuracy", "fig5", "delicious", TF_FULL,
+          TF_FULL_PAPER, 8.0),
+    Claim("any-level", "SLIDE is ahead of TF full softmax at any accuracy level (Fig 5)", "faster_at_every_level",
+          "fig5", "", TF_FULL, TF_FULL_PAPER),
+    Claim("sampled-behind", "TF sampled softmax stays behind SLIDE in accuracy against time (Fig 7)",
+          "speedup_to_baseline_accuracy", "fig7", "", TF_SAMPLED, TF_SAMPLED_PAPER),
+    Claim("sampled-20pct", "Sampled softmax needs about 20% of the classes sampled to reach decent accuracy",
+          "sampled_fraction", "fig7", "", TF_SAMPLED, TF_SAMPLED_PAPER, None, {"paper_fraction": 0.2}),
+    Claim("lsh-vs-random", "An LSH-selected active set beats a random one of the same size (the premise of "
+          "SLIDE; the 2019 release's own control did not show it)", "lsh_beats_random", "ablation"),
+    Claim("cores-2", "On Amazon SLIDE beats TF-CPU from 2 cores (Fig 9)", "faster_at_threads", "fig9",
+          "amazon", TF_FULL, TF_FULL_PAPER, None, {"threads": 2}),
+    Claim("cores-gpu", "On Amazon SLIDE beats TF-GPU from 8 cores; on Delicious TF-CPU from about 8 and "
+          "TF-GPU between 16 and 32 cores (Fig 9)", "not_measurable", "fig9", "", None, None, None,
+          {"why": "needs >= 8 cores and a GPU"}),
+    Claim("reservoir", "Inserting every output neuron is faster with reservoir sampling than FIFO "
+          "(0.371 s vs 0.762 s, Table 3)", "reservoir_faster", "tab3", "", None, None, 0.762 / 0.371),
+)
+
+# how much better than the other an outcome must be to count, where there is one seed and no spread
+ACCURACY_TOLERANCE = 0.01      # P@1 points
+
+# The params of the committed ablation's runs (experiments/ablation.toml), used to name its variants
+# where a runs CSV predates the ``params`` column; runs CSVs written by ``summarize`` now carry them.
+_ABL = {"sampler": "vanilla", "hash": "dwta", "K": 6, "L": 50, "active": 0.05}
+LEGACY_PARAMS: dict[str, dict] = {
+    "SLIDE": _ABL, "SLIDE-hash": _ABL, "SLIDE-K": _ABL, "SLIDE-topk": {**_ABL, "sampler": "topk"},
+    "SLIDE-random": {"sampler": "random", "active": 0.05}, "SLIDE-active": {**_ABL, "active": 0.005},
+}

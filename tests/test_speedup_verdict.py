@@ -1,0 +1,346 @@
+"""Speedup at every accuracy level and the verdict rules, on hand-made curves with known answers."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from slidebench.reporting import catalogue, sections, speedup, summaries, verdict
+from slidebench.reporting.catalogue import Claim, Selector
+from slidebench.reporting.summaries import Summary
+
+# ----------------------------------------------------------------------------- time_at_level
+
+
+def test_time_at_level_interpolates_between_evaluations():
+    t = [0.0, 1.0, 2.0, 4.0, 8.0]
+    p = [0.0, 0.1, 0.2, 0.3, 0.4]
+    # 0.25 lies halfway between (2, 0.2) and (4, 0.3): 3.0 interpolated, 4.0 by first-eval
+    assert speedup.time_at_level(t, p, 0.25) == pytest.approx(3.0)
+    assert speedup.time_at_level(t, p, 0.25, method="first") == pytest.approx(4.0)
+    # exactly on an evaluation
+    assert speedup.time_at_level(t, p, 0.2) == pytest.approx(2.0)
+    # never reached
+    assert np.isnan(speedup.time_at_level(t, p, 0.41))
+
+
+def test_time_at_level_uses_first_crossing_unsorted_and_nan_tolerant():
+    # the curve rises to 0.3, falls, rises again: the first crossing counts; input order does not matter
+    t = [4.0, 0.0, 2.0, 1.0, 3.0, np.nan]
+    p = [0.35, 0.0, 0.1, 0.3, 0.3, 0.9]
+    assert speedup.time_at_level(t, p, 0.2) == pytest.approx(0.0 + (0.2 - 0.0) / 0.3 * 1.0)
+    with pytest.raises(ValueError):
+        speedup.time_at_level(t, p, 0.2, method="median")
+
+
+# ----------------------------------------------------------------------------- speedup table
+
+def _curve_rows(label, system, config, seed, t, p, dataset="amazon-small", device="cpu"):
+    return [{"run_id": f"x/{label}/s{seed}", "dataset": dataset, "n_threads": 2, "batch_size": 128,
+             "protocol": "fair", "label": label, "system": system, "config": config, "device": device,
+             "seed": seed, "train_time_s": ti, "p_at_1": pi} for ti, pi in zip(t, p)]
+
+
+def _linear(rate, t_end=10.0, cap=1.0, n=11):
+    t = np.linspace(0, t_end, n)
+    return t, np.minimum(rate * t, cap)
+
+
+def _planted(slide_rates=(0.1, 0.1, 0.1), tf_rates=(0.025, 0.025, 0.025), tf_end=40.0, slide_end=10.0):
+    rows = []
+    for s, (a, b) in enumerate(zip(slide_rates, tf_rates)):
+        rows += _curve_rows("SLIDE", "slide", "default", s, *_linear(a, slide_end, n=21))
+        rows += _curve_rows("TF-full", "tf_full_softmax", "tuned", s, *_linear(b, tf_end, n=41))
+    return pd.DataFrame(rows)
+
+
+def test_speedup_known_answer_linear_curves():
+    # SLIDE reaches P@1 = 0.1 t, TF 0.025 t: at every level TF needs 4x SLIDE's time
+    lv = speedup.level_times(_planted(), levels=(0.5, 1.0))
+    sp = speedup.speedup_table(lv)
+    assert set(sp["level_frac"]) == {0.5, 1.0}
+    assert np.allclose(sp["speedup_median"], 4.0) and np.allclose(sp["speedup_min"], 4.0)
+    assert (sp["bound"] == "").all() and (sp["n_exact"] == 3).all()
+    # the best P@1 any system reached is 1.0 (both cap there): level 0.5 is P@1 0.5
+    assert sp.set_index("level_frac").loc[0.5, "level_p1"] == pytest.approx(0.5)
+    assert sp.set_index("level_frac").loc[0.5, "slide_time_median_s"] == pytest.approx(5.0)
+
+
+def test_speedup_spread_over_seeds_is_median_min_max():
+    lv = speedup.level_times(_planted(tf_rates=(0.05, 0.025, 0.0125), tf_end=80.0), levels=(0.5,))
+    r = speedup.speedup_table(lv).iloc[0]
+    assert (r["speedup_min"], r["speedup_median"], r["speedup_max"]) == pytest.approx((2.0, 4.0, 8.0))
+
+
+def test_baseline_missing_a_level_is_a_lower_bound_not_dropped():
+    # TF gets to 0.5 within its 10 s budget only; SLIDE reaches 1.0 at 10 s
+    lv = speedup.level_times(_planted(tf_end=10.0, tf_rates=(0.05,) * 3), levels=(0.25, 1.0))
+    sp = speedup.speedup_table(lv).set_index("level_frac")
+    assert sp.loc[0.25, "bound"] == "" and sp.loc[0.25, "speedup_median"] == pytest.approx(2.0)
+    top = sp.loc[1.0]
+    assert top["bound"] == ">" and top["baseline_reached"] == "0/3" and top["slide_reached"] == "3/3"
+    assert top["speedup_median"] == pytest.approx(10.0 / 10.0)         # TF budget / SLIDE time
+    assert speedup.speedup_text(top).startswith("> ")
+
+
+def test_slide_missing_a_level_is_an_upper_bound_and_neither_is_marked():
+    rows = []
+    for s in range(2):
+        rows += _curve_rows("SLIDE", "slide", "default", s, *_linear(0.1, 5.0, cap=0.5))
+        rows += _curve_rows("TF-full", "tf_full_softmax", "tuned", s, *_linear(0.05, 20.0, cap=0.8))
+    sp = speedup.speedup_table(speedup.level_times(pd.DataFrame(rows), levels=(0.5, 1.0))).set_index("level_frac")
+    # best 0.8; level 1.0 = 0.8: TF reaches it at 16 s, SLIDE never (budget 5 s) -> speedup < 16/5
+    assert sp.loc[1.0, "bound"] == "<" and sp.loc[1.0, "speedup_median"] == pytest.approx(16.0 / 5.0)
+    rows = []
+    for s in range(2):
+        rows += _curve_rows("SLIDE", "slide", "default", s, *_linear(0.1, 5.0, cap=0.5))
+        rows += _curve_rows("TF-full", "tf_full_softmax", "tuned", s, *_linear(0.01, 5.0, cap=0.5))
+        rows += _curve_rows("TF-sampled", "tf_sampled_softmax", "tuned", s, *_linear(0.05, 20.0, cap=0.9))
+    sp = speedup.speedup_table(speedup.level_times(pd.DataFrame(rows), levels=(1.0,)))
+    r = sp[sp["baseline"] == "TF-full"].iloc[0]
+    assert r["bound"] == "neither" and np.isnan(r["speedup_median"])
+    assert speedup.speedup_text(r) == "neither reached"
+
+
+def test_speedup_contexts_do_not_mix_datasets():
+    a = _planted()
+    b = _planted(tf_rates=(0.05,) * 3, tf_end=20.0).assign(dataset="delicious-small")
+    b["run_id"] = b["run_id"] + "-d"
+    sp = speedup.speedup_table(speedup.level_times(pd.concat([a, b]), levels=(0.5,))).set_index("dataset")
+    assert sp.loc["amazon-small", "speedup_median"] == pytest.approx(4.0)
+    assert sp.loc["delicious-small", "speedup_median"] == pytest.approx(2.0)
+
+
+# --------------------------------------------------------------------------------- verdicts
+
+def test_direction_rules():
+    assert verdict.direction(1.2, 3.0, "") == verdict.HOLDS
+    assert verdict.direction(0.2, 0.9, "") == verdict.NOT_HOLDS
+    assert verdict.direction(0.8, 1.3, "") == verdict.INCONCLUSIVE
+    assert verdict.direction(1.1, 1.5, ">") == verdict.HOLDS            # a lower bound above 1
+    assert verdict.direction(0.5, 0.9, ">") == verdict.INCONCLUSIVE     # a lower bound below 1 says nothing
+    assert verdict.direction(0.5, 0.9, "<") == verdict.NOT_HOLDS
+    assert verdict.direction(1.5, 2.0, "<") == verdict.INCONCLUSIVE
+    assert verdict.direction(np.nan, np.nan, "neither") == verdict.NOT_MEASURED
+
+
+def _fig5_summary(curves: pd.DataFrame, runs: pd.DataFrame | None = None) -> Summary:
+    lv = speedup.level_times(curves)
+    return Summary("fig5", curves=curves, runs=runs if runs is not None else _runs_of(curves), levels=lv,
+                   speedup=speedup.speedup_table(lv))
+
+
+def _runs_of(curves: pd.DataFrame) -> pd.DataFrame:
+    g = curves.groupby("run_id").agg(label=("label", "first"), system=("system", "first"),
+                                     config=("config", "first"), device=("device", "first"),
+                                     dataset=("dataset", "first"), seed=("seed", "first"),
+                                     final_p_at_1=("p_at_1", "max"), train_time_s=("train_time_s", "max"))
+    return g.reset_index().assign(status="budget_time")
+
+
+CPU_CLAIM = Claim("c", "8x vs TF-CPU", "speedup_to_baseline_accuracy", "fig5", "amazon",
+                  Selector("tf_full_softmax", "tuned"), Selector("tf_full_softmax", "paper"), 8.0)
+
+
+def test_verdict_holds_when_slide_faster_in_every_seed_and_notes_smaller_factor():
+    v = verdict.judge(CPU_CLAIM, {"fig5": _fig5_summary(_planted())})
+    assert v.outcome == verdict.HOLDS
+    assert "4.0x" in v.measured and "smaller than the paper's 8x" in v.note
+
+
+def test_verdict_does_not_hold_when_slide_never_reaches_baseline_accuracy():
+    rows = []
+    for s in range(3):
+        rows += _curve_rows("SLIDE", "slide", "default", s, *_linear(0.1, 10.0, cap=0.3))
+        rows += _curve_rows("TF-full", "tf_full_softmax", "tuned", s, *_linear(0.025, 40.0, cap=0.6))
+    v = verdict.judge(CPU_CLAIM, {"fig5": _fig5_summary(pd.DataFrame(rows))})
+    assert v.outcome == verdict.NOT_HOLDS
+
+
+def test_verdict_holds_only_under_papers_protocol():
+    rows = []
+    for s in range(3):
+        rows += _curve_rows("SLIDE", "slide", "default", s, *_linear(0.1, 10.0))
+        rows += _curve_rows("TF-full", "tf_full_softmax", "tuned", s, *_linear(0.2, 10.0))       # faster
+        rows += _curve_rows("TF-full-paper", "tf_full_softmax", "paper", s, *_linear(0.02, 50.0))  # slower
+    v = verdict.judge(CPU_CLAIM, {"fig5": _fig5_summary(pd.DataFrame(rows))})
+    assert v.outcome == verdict.PAPER_ONLY
+    assert "2019 release's config" in v.measured
+
+
+def test_verdict_gpu_claim_not_measured_without_gpu_runs():
+    claim = catalogue.CLAIMS[0]
+    assert claim.baseline.device == "gpu"
+    v = verdict.judge(claim, {"fig5": _fig5_summary(_planted())})
+    assert v.outcome.startswith(verdict.NOT_MEASURED) and "GPU" in v.outcome
+
+
+def test_verdict_every_level_fails_if_any_level_is_slower():
+    rows = []
+    for s in range(3):
+        # SLIDE is quick to 0.5 and then slow; TF is steady: SLIDE ahead early, behind at the top
+        t = np.linspace(0, 40, 41)
+        rows += _curve_rows("SLIDE", "slide", "default", s, t, np.minimum(0.5, 0.25 * t)
+                            + np.clip(t - 2, 0, None) * 0.5 / 38)
+        rows += _curve_rows("TF-full", "tf_full_softmax", "tuned", s, t, np.minimum(1.0, t / 20))
+    claim = Claim("l", "any level", "faster_at_every_level", "fig5", "", Selector("tf_full_softmax", "tuned"))
+    v = verdict.judge(claim, {"fig5": _fig5_summary(pd.DataFrame(rows))})
+    assert v.outcome == verdict.NOT_HOLDS and "slower at" in v.measured
+    v2 = verdict.judge(claim, {"fig5": _fig5_summary(_planted())})
+    assert v2.outcome == verdict.HOLDS
+
+
+def test_verdict_missing_experiment_is_not_measured():
+    v = verdict.judge(CPU_CLAIM, {})
+    assert v.outcome == verdict.NOT_MEASURED
+
+
+def _ablation(lsh, rnd):
+    runs = pd.DataFrame([
+        {"label": "SLIDE", "system": "slide", "config": "default", "seed": s, "final_p_at_1": v,
+         "params": json.dumps({"sampler": "vanilla", "hash": "dwta", "K": 6, "active": 0.05})}
+        for s, v in enumerate(lsh)] + [
+        {"label": "SLIDE-rnd", "system": "slide", "config": "default", "seed": s, "final_p_at_1": v,
+         "params": json.dumps({"sampler": "random", "active": 0.05})} for s, v in enumerate(rnd)])
+    return {"ablation": Summary("ablation", runs=runs, curves=pd.DataFrame())}
+
+
+def test_verdict_lsh_vs_random():
+    claim = next(c for c in catalogue.CLAIMS if c.rule == "lsh_beats_random")
+    assert verdict.judge(claim, _ablation([0.30, 0.31, 0.32], [0.20, 0.21, 0.22])).outcome == verdict.HOLDS
+    assert verdict.judge(claim, _ablation([0.20, 0.21, 0.22], [0.30, 0.31, 0.32])).outcome == verdict.NOT_HOLDS
+    assert verdict.judge(claim, _ablation([0.20, 0.25], [0.22, 0.24])).outcome == verdict.INCONCLUSIVE
+    one = verdict.judge(claim, _ablation([0.205], [0.201]))
+    assert one.outcome == verdict.NOT_HOLDS and "no difference" in one.note
+
+
+def test_verdict_sampled_fraction_reads_params():
+    claim = next(c for c in catalogue.CLAIMS if c.rule == "sampled_fraction")
+    runs = pd.DataFrame([{"label": "TF-sampled", "system": "tf_sampled_softmax", "config": "tuned",
+                          "device": "cpu", "params": json.dumps({"num_sampled": f})} for f in (0.2,)])
+    assert verdict.judge(claim, {"fig7": Summary("fig7", runs=runs)}).outcome == verdict.HOLDS
+    runs["params"] = json.dumps({"num_sampled": 0.02})
+    assert verdict.judge(claim, {"fig7": Summary("fig7", runs=runs)}).outcome == verdict.NOT_HOLDS
+    runs = runs.drop(columns="params")
+    assert verdict.judge(claim, {"fig7": Summary("fig7", runs=runs)}).outcome == verdict.NOT_MEASURED
+
+
+def test_verdict_table_has_every_claim_and_markdown_opens_report():
+    sums = {"fig5": _fig5_summary(_planted())}
+    t = verdict.verdict_table(sums)
+    assert list(t["claim"]) == [c.id for c in catalogue.CLAIMS]
+    assert set(t.columns) >= {"paper", "measured", "verdict"}
+    md = sections.verdict_md(sums)
+    assert md.startswith("## Verdict") and md.count("\n| ") == len(catalogue.CLAIMS) + 1
+
+
+# ------------------------------------------------------------------------- reference, roofline
+
+def _write_reference(tmp_path, **over):
+    row = {"dataset": "amazon-small", "n_features": 50000, "n_labels": 20000, "n_train": 40000,
+           "p_at_1": 0.4123, "p_at_3": 0.35, "p_at_5": 0.3, "train_seconds": 12.34, "library": "omikuji",
+           "version": "0.5.2", "params": "n_trees=1"}
+    row.update(over)
+    (tmp_path / "summary").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([row]).to_csv(tmp_path / "summary" / "reference.csv", index=False)
+
+
+def test_reference_csv_read_and_shown(tmp_path):
+    _write_reference(tmp_path)
+    ref = summaries.load_reference(tmp_path)
+    assert ref is not None and float(ref["p_at_1"].iloc[0]) == pytest.approx(0.4123)
+    md = sections.reference_md(ref, {})
+    assert "omikuji 0.5.2" in md and "0.412" in md and "40,000" in md and "0.4123" not in md
+
+
+def test_reference_csv_missing_or_malformed(tmp_path):
+    assert summaries.load_reference(tmp_path) is None
+    assert "**MISSING**" in sections.reference_md(None, {})
+    (tmp_path / "summary").mkdir()
+    pd.DataFrame([{"dataset": "a", "p_at_1": 0.1}]).to_csv(tmp_path / "summary" / "reference.csv", index=False)
+    with pytest.raises(ValueError, match="reference.csv"):
+        summaries.load_reference(tmp_path)
+
+
+def test_roofline_table(tmp_path):
+    assert sections.roofline_md(summaries.load_roofline(tmp_path)) == ""
+    (tmp_path / "summary").mkdir()
+    pd.DataFrame([{"n_labels": 200000, "threads": 2, "tf_gflops": 133.2, "sgemm_gflops": 220.0,
+                   "fraction": 133.2 / 220, "openblas_coretype": ""}]).to_csv(
+        tmp_path / "summary" / "roofline.csv", index=False)
+    md = sections.roofline_md(summaries.load_roofline(tmp_path))
+    assert "| 200,000 | 2 | 133 | 220 | 61% | - |" in md
+
+
+# ------------------------------------------------------------------------------- summarize
+
+def _write_log(path, *, system, config, seed, dataset, ts, ps, params):
+    from slidebench.runlog import RunLogWriter
+    with RunLogWriter(path) as w:
+        w.write("run_start", system=system, config=config, seed=seed, n_threads=2, batch_size=128,
+                protocol="fair", params=params, budget={"target_p_at_1": 0.5},
+                dataset={"name": dataset, "n_features": 135909, "n_labels": 200000, "n_train": 40000,
+                         "scale": "medium"}, describe={"device": "cpu"})
+        for i, (t, p) in enumerate(zip(ts, ps)):
+            w.write("eval", step=i * 10, samples_seen=i * 1280, epoch=i / 10, train_time_s=t, p_at_1=p,
+                    p_at_3=p, p_at_5=p)
+        w.write("run_stop", status="budget_time", train_time_s=ts[-1], steps=len(ts) * 10,
+                final_p_at_1=ps[-1], final_p_at_3=ps[-1], final_p_at_5=ps[-1], best_p_at_1=max(ps))
+
+
+def test_summarize_writes_sizes_params_and_speedup(tmp_path):
+    from slidebench.reporting.summarize import summarize_experiment
+    t = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0]
+    for ds, k in (("amazon-medium", 1.0), ("delicious-medium", 2.0)):
+        for seed in (0, 1):
+            _write_log(tmp_path / "raw" / "fig5" / "SLIDE" / f"s{seed}-{ds}.jsonl", system="slide",
+                       config="default", seed=seed, dataset=ds, ts=t,
+                       ps=[min(0.8, 0.1 * x) for x in t], params={"sampler": "vanilla", "K": 6})
+            _write_log(tmp_path / "raw" / "fig5" / "TF-full" / f"s{seed}-{ds}.jsonl", system="tf_full_softmax",
+                       config="tuned", seed=seed, dataset=ds, ts=[k * x for x in t],
+                       ps=[min(0.8, 0.05 * x) for x in t], params={"lr": 0.001})
+    out = summarize_experiment("fig5", tmp_path)
+    runs = pd.read_csv(tmp_path / "summary" / "fig5_runs.csv")
+    assert (runs["n_features"] == 135909).all() and (runs["n_labels"] == 200000).all()
+    assert (runs["n_train"] == 40000).all()
+    assert json.loads(runs[runs["system"] == "slide"]["params"].iloc[0]) == {"K": 6, "sampler": "vanilla"}
+    ttt = pd.read_csv(tmp_path / "summary" / "fig5_ttt.csv")
+    assert len(ttt) == 4 and (ttt["n_seeds"] == 2).all()             # per data set, never pooled
+    sp = pd.read_csv(tmp_path / "summary" / "fig5_speedup.csv", keep_default_na=False)
+    assert len(sp) == len(out["speedup"]) > 0
+    half = sp[sp["level_frac"] == 0.5].set_index("dataset")
+    # best 0.8, level 0.4: SLIDE at 4 s; TF at 8 s (amazon, k=1) and 16 s (delicious, k=2)
+    assert float(half.loc["amazon-medium", "speedup_median"]) == pytest.approx(2.0)
+    assert float(half.loc["delicious-medium", "speedup_median"]) == pytest.approx(4.0)
+    assert (tmp_path / "summary" / "fig5_levels.csv").exists()
+    # the loader reads the written speedup rather than recomputing it
+    s = summaries.load_summary(tmp_path, "fig5")
+    assert len(s.speedup) == len(sp) and "params" in s.curves.columns
+
+
+# ------------------------------------------------------------------------------- reference run
+
+def test_topk_padded_fills_short_rows_without_repeats():
+    from slidebench.reporting.reference import topk_padded
+    out = topk_padded([[3, 1], [], [1, 2, 3, 4, 5, 6], [2, 2]], 5, np.array([1, 7, 8, 9, 10, 11]))
+    assert out.tolist() == [[3, 1, 7, 8, 9], [1, 7, 8, 9, 10], [1, 2, 3, 4, 5], [2, 1, 7, 8, 9]]
+
+
+def test_reference_measure_writes_its_csv(tmp_path):
+    pytest.importorskip("omikuji")
+    from slidebench.reporting import micro
+    spec = {"experiment": {"name": "reference"}, "data": {"preset": ["amazon"], "seed": 0},
+            "run": {"seeds": [0]}, "micro": {"measure": "reference", "n_trees": 1}}
+    out = micro.run_micro(spec, scale="tiny", n_threads=1, out_csv=tmp_path / "summary" / "reference.csv",
+                          progress=False)
+    ref = summaries.load_reference(tmp_path)          # the reader accepts what the measure writes
+    assert out.exists() and len(ref) == 1
+    r = ref.iloc[0]
+    assert r["dataset"] == "amazon-tiny" and r["library"] == "omikuji" and "n_trees=1" in r["params"]
+    assert 0 < r["p_at_1"] <= 1 and r["p_at_5"] <= r["p_at_1"] + 1e-9 and r["train_seconds"] > 0
+    assert (r["n_train"], r["n_labels"]) == (2000, 1000)
+    with pytest.raises(ValueError, match="n_treez"):
+        micro.run_micro({**spec, "micro": {"measure": "reference", "n_treez": 1}}, scale="tiny", n_threads=1,
+                        out_csv=tmp_path / "x.csv", progress=False)
