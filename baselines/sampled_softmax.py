@@ -5,8 +5,11 @@ Training computes logits only for the sample's true label(s) and ``num_sampled``
 the 2019 release's way (``multilabel = "one_random"``: one true label drawn at random per sample per
 step) or with a padded ``num_true`` (``"padded"``: each sample's labels, cycled to fill ``num_true``
 slots when it has fewer, a random cyclic window of them when it has more; every slot carries target
-1/num_true). Samples without labels contribute 0 loss, the batch loss is divided by the number of
-samples, as in the full softmax.
+1/num_true; ``num_true = "max"`` gives every sample all its labels). Samples without labels contribute
+0 loss, the batch loss is divided by the number of samples, as in the full softmax. Negatives come
+from a ``log_uniform`` (the release), ``uniform`` or ``unigram`` (training label counts + 1) sampler;
+``true_expected_count = "one"`` passes the labels' expected count as 1 (they are always in), so the
+sampled-softmax correction does not cancel under a uniform sampler (docs/baselines.md).
 
 ``import slidebench.baselines.sampled_softmax`` does not import TensorFlow; ``setup`` does.
 """
