@@ -3,16 +3,19 @@
 PYTHON ?= python3
 VENV   := .venv
 VPY    := $(VENV)/bin/python
-SCALE  ?= small
+SCALE  ?=
 DATA_DIR ?=
 SEEDS  ?=
 EXTRAS ?= test,tf,bench,reference
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv build test test-fast reproduce figures report asv clean-results clean help
+.PHONY: venv build test test-fast reproduce tune roofline figures report asv clean-results clean help
 
 help:
-	@echo "make reproduce [SCALE=small|paper] [DATA_DIR=...]  build, generate data, run every experiment, figures, report"
+	@echo "make reproduce [SCALE=small|medium|paper] [DATA_DIR=...]  build, generate data, run every experiment, figures, report"
+	@echo "                                          (no SCALE: each file's own [data] scale: fig5/fig7 medium, the rest small)"
+	@echo "make tune                                          rerun the tuning experiment (experiments/tune.toml) and print the chosen values"
+	@echo "make roofline                                      TF full softmax's output-layer FLOP rate vs numpy SGEMM (benchmarks/tf_shape.py)"
 	@echo "make test                                          build and run the test suite"
 	@echo "make figures                                       redraw figures and report from existing logs (no training)"
 	@echo "make asv                                           quick asv run of the engine benchmarks"
@@ -39,7 +42,17 @@ test-fast: build
 	@$(VPY) -m pytest -q -m "not tf and not slow"; rc=$$?; [ $$rc -eq 5 ] && exit 1; exit $$rc
 
 reproduce: build
-	$(VPY) -m slidebench reproduce --scale $(SCALE) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(SEEDS),--seeds $(SEEDS))
+	$(VPY) -m slidebench reproduce $(if $(SCALE),--scale $(SCALE)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(SEEDS),--seeds $(SEEDS))
+
+# Learning rates (and TF sampled softmax's fraction) per system on a validation split of the training
+# set, the same number of trials per system; prints the chosen values (copy them into fig5/fig7.toml).
+tune: build
+	$(VPY) -m slidebench run experiments/tune.toml --resume
+	$(VPY) benchmarks/tune_pick.py --experiment tune
+
+# Dense baseline against its roofline: writes results/summary/roofline.csv.
+roofline: build
+	$(VPY) benchmarks/tf_shape.py --roofline --labels 200000 --threads $$(nproc) --csv results/summary/roofline.csv
 
 figures: venv
 	$(VPY) -m slidebench plot && $(VPY) -m slidebench report

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from .common import TFTrainerBase
+from .base import TFTrainerBase
 
 #: Named configurations; every key explicit. Experiment files pick one with config = "paper"|"tuned"
 #: and may override any key (unknown keys are a ValueError).

@@ -5,8 +5,11 @@ Training computes logits only for the sample's true label(s) and ``num_sampled``
 the 2019 release's way (``multilabel = "one_random"``: one true label drawn at random per sample per
 step) or with a padded ``num_true`` (``"padded"``: each sample's labels, cycled to fill ``num_true``
 slots when it has fewer, a random cyclic window of them when it has more; every slot carries target
-1/num_true). Samples without labels contribute 0 loss, the batch loss is divided by the number of
-samples, as in the full softmax.
+1/num_true; ``num_true = "max"`` gives every sample all its labels). Samples without labels contribute
+0 loss, the batch loss is divided by the number of samples, as in the full softmax. Negatives come
+from a ``log_uniform`` (the release), ``uniform`` or ``unigram`` (training label counts + 1) sampler;
+``true_expected_count = "one"`` passes the labels' expected count as 1 (they are always in), so the
+sampled-softmax correction does not cancel under a uniform sampler (docs/baselines.md).
 
 ``import slidebench.baselines.sampled_softmax`` does not import TensorFlow; ``setup`` does.
 """
@@ -19,34 +22,64 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..contract import Dataset, derive_seed
-from .common import TFTrainerBase, _check, _is_int
+from .base import TFTrainerBase
+from .config import check as _check, is_int as _is_int
 from .full_softmax import CONFIGS as FULL_CONFIGS
 
 EXTRA_KEYS = {
     "num_sampled": "sampled classes per step: a fraction of n_labels if < 1 (0.1 = the release, ~0.2 = what the "
                    "paper says was needed), else a count",
-    "multilabel": "'one_random' (one random true label per sample, the release) or 'padded' (num_true slots)",
-    "num_true": "slots per sample for multilabel='padded': an int, or 'auto' (90th percentile of labels per "
-                "training sample, at most 64)",
-    "sampler": "'log_uniform' (TF's default; assumes label ids sorted by decreasing frequency) or 'uniform'",
+    "multilabel": "'one_random' (one random true label per sample, the release) or 'padded' (num_true slots "
+                  "filled with the sample's own labels)",
+    "num_true": "slots per sample for multilabel='padded': an int, 'auto' (90th percentile of labels per "
+                "training sample, at most 64) or 'max' (the most labels of any training sample, at most 64)",
+    "sampler": "'log_uniform' (TF's default; assumes label ids sorted by decreasing frequency), 'uniform', or "
+               "'unigram' (proportional to 1 + the label's count in the training set)",
+    "true_expected_count": "'sampler' (TF's default: the true logits are shifted by log of the sampler's expected "
+                           "count of the label, as if labels were sampled) or 'one' (labels are always in the "
+                           "candidate set: expected count 1, no shift; only the sampled logits are corrected)",
     "remove_accidental_hits": "drop sampled classes that are true labels of the sample (TF's default true)",
 }
 
-#: The sampled-softmax loss settings, the same in both configurations so tuned/paper measures
-#: engineering only: 10% of classes (the release; the paper says ~20% was needed), log-uniform
-#: sampler, one random true label per sample.
-_LOSS = {"num_sampled": 0.1, "multilabel": "one_random", "num_true": "auto", "sampler": "log_uniform",
-         "remove_accidental_hits": True}
+#: The 2019 release's sampled-softmax loss: 10% of classes, the log-uniform sampler (on ids that are
+#: not frequency-sorted), one random true label per sample, TF's default correction.
+_LOSS_PAPER = {"num_sampled": 0.1, "multilabel": "one_random", "num_true": "auto", "sampler": "log_uniform",
+               "true_expected_count": "sampler", "remove_accidental_hits": True}
+
+#: A sampled softmax that learns (docs/baselines.md, PAPER.md "What sampled training needs"): all of a
+#: sample's labels (num_true = the most labels of any training sample, cycled, so every label weighs
+#: about 1/|y|), a uniform sampler (no assumption on how ids are ordered), the labels' expected count 1
+#: (they are always in: under a uniform sampler TF's default shift of the true logits by log(S/L)
+#: equals the shift of every sampled logit and cancels the correction), and num_sampled a fraction
+#: that the tuning experiment (experiments/tune_*.toml) chooses; 0.1 here, overridden by the
+#: experiment files with the tuned value.
+_LOSS_TUNED = {"num_sampled": 0.1, "multilabel": "padded", "num_true": "max", "sampler": "uniform",
+               "true_expected_count": "one", "remove_accidental_hits": True}
 
 CONFIGS: dict[str, dict[str, Any]] = {
     # The release's sampled-softmax script in TF2 form: the full-softmax "paper" network and optimiser
-    # (sparse-dense matmul input, Keras Adam with dense state updates, no XLA) with the sampled loss.
-    "paper": {**FULL_CONFIGS["paper"], **_LOSS},
+    # (sparse-dense matmul input, Keras Adam with dense state updates, no XLA) with the release's loss.
+    "paper": {**FULL_CONFIGS["paper"], **_LOSS_PAPER},
     # Strongest honest configuration (docs/baselines.md): the full-softmax "tuned" network (gather input
-    # path, lazy Adam, here also on the sampled/true output rows) with only the update compiled by XLA:
-    # ComputeAccidentalHits and the candidate samplers have no XLA kernels, so the whole step cannot be.
-    "tuned": {**FULL_CONFIGS["tuned"], "xla": False, "xla_update": True, **_LOSS},
+    # path, lazy Adam, here also on the sampled/true output rows) with only the update compiled by XLA
+    # (ComputeAccidentalHits and the candidate samplers have no XLA kernels, so the whole step cannot
+    # be), and the sampled loss set up to learn.
+    "tuned": {**FULL_CONFIGS["tuned"], "xla": False, "xla_update": True, **_LOSS_TUNED},
 }
+
+
+SAMPLERS = ("log_uniform", "uniform", "unigram")
+
+
+def num_true_for(setting, label_counts: np.ndarray) -> int:
+    """Label slots per sample for multilabel='padded': an int as given, 'auto' = the 90th percentile of
+    labels per training sample, 'max' = the most labels of any sample; both at most 64 and at least 1."""
+    if setting not in ("auto", "max"):
+        return int(setting)
+    if label_counts.size == 0:
+        return 1
+    v = np.percentile(label_counts, 90) if setting == "auto" else label_counts.max()
+    return int(min(64, max(1, math.ceil(v))))
 
 
 class SampledSoftmaxTrainer(TFTrainerBase):
@@ -65,8 +98,11 @@ class SampledSoftmaxTrainer(TFTrainerBase):
         _check(p["multilabel"] in ("one_random", "padded"), s, "multilabel", p["multilabel"],
                "must be 'one_random' or 'padded'")
         nt = p["num_true"]
-        _check(nt == "auto" or (_is_int(nt) and nt >= 1), s, "num_true", nt, "must be 'auto' or an int >= 1")
-        _check(p["sampler"] in ("log_uniform", "uniform"), s, "sampler", p["sampler"], "must be 'log_uniform' or 'uniform'")
+        _check(nt in ("auto", "max") or (_is_int(nt) and nt >= 1), s, "num_true", nt,
+               "must be 'auto', 'max' or an int >= 1")
+        _check(p["sampler"] in SAMPLERS, s, "sampler", p["sampler"], f"must be one of {', '.join(SAMPLERS)}")
+        _check(p["true_expected_count"] in ("sampler", "one"), s, "true_expected_count", p["true_expected_count"],
+               "must be 'sampler' or 'one'")
         _check(isinstance(p["remove_accidental_hits"], bool), s, "remove_accidental_hits", p["remove_accidental_hits"],
                "must be true or false")
         _check(not p["xla"], s, "xla", p["xla"],
@@ -81,12 +117,12 @@ class SampledSoftmaxTrainer(TFTrainerBase):
             raise ValueError(f"{self.system}: num_sampled = {self.num_sampled} exceeds n_labels = {L}")
         if p["multilabel"] == "one_random":
             self.num_true = 1
-        elif p["num_true"] == "auto":
-            counts = np.diff(data.Y_train.indptr)
-            self.num_true = int(min(64, max(1, math.ceil(np.percentile(counts, 90))))) if counts.size else 1
         else:
-            self.num_true = int(p["num_true"])
+            self.num_true = num_true_for(p["num_true"], np.diff(data.Y_train.indptr))
         self._sampler_seed = derive_seed(self.seed, "tf_sampler") % (2 ** 31 - 1)
+        if p["sampler"] == "unigram":      # training label counts + 1 (every label can be drawn)
+            counts = np.bincount(data.Y_train.indices, minlength=L).astype(np.float64) + 1.0
+            self._unigrams = counts.tolist()
 
     def _encode_y(self, Y: sp.csr_matrix) -> tuple:
         b = Y.shape[0]
@@ -112,18 +148,33 @@ class SampledSoftmaxTrainer(TFTrainerBase):
         return [tf.TensorSpec([None, self.num_true], tf.int64), tf.TensorSpec([None], tf.float32),
                 tf.TensorSpec([], tf.float32)]
 
-    def _loss(self, h, yargs):
+    def _sampled_values(self, labels):
+        """(sampled candidates, true expected counts, sampled expected counts) for one step."""
         tf = self.tf
-        labels, has, n_real = yargs
-        L, S, T = self.n_labels, self.num_sampled, self.num_true
-        if self.p["sampler"] == "uniform":
+        L, S, T, kind = self.n_labels, self.num_sampled, self.num_true, self.p["sampler"]
+        if kind == "uniform":
             sv = tf.random.uniform_candidate_sampler(labels, T, S, True, L, seed=self._sampler_seed)
+        elif kind == "unigram":
+            sv = tf.random.fixed_unigram_candidate_sampler(labels, T, S, True, L, unigrams=self._unigrams,
+                                                           seed=self._sampler_seed)
         else:
             sv = tf.random.log_uniform_candidate_sampler(labels, T, S, True, L, seed=self._sampler_seed)
-        per = tf.nn.sampled_softmax_loss(weights=self.Ws[-1], biases=self.bs[-1], labels=labels, inputs=h,
-                                         num_sampled=S, num_classes=L, num_true=T, sampled_values=sv,
-                                         remove_accidental_hits=self.p["remove_accidental_hits"])
-        return tf.reduce_sum(has * per) / n_real
+        sampled, true_ec, sampled_ec = sv
+        if self.p["true_expected_count"] == "one":
+            true_ec = tf.ones_like(true_ec)         # labels are always in the candidate set: no shift
+        return sampled, true_ec, sampled_ec
+
+    def _sampled_loss(self, h, labels, sv):
+        """Per-sample loss of tf.nn.sampled_softmax_loss with the given sampled values."""
+        return self.tf.nn.sampled_softmax_loss(
+            weights=self.Ws[-1], biases=self.bs[-1], labels=labels, inputs=h, num_sampled=self.num_sampled,
+            num_classes=self.n_labels, num_true=self.num_true, sampled_values=sv,
+            remove_accidental_hits=self.p["remove_accidental_hits"])
+
+    def _loss(self, h, yargs):
+        labels, has, n_real = yargs
+        per = self._sampled_loss(h, labels, self._sampled_values(labels))
+        return self.tf.reduce_sum(has * per) / n_real
 
     def _counters(self) -> dict[str, float]:
         return {"num_sampled": float(self.num_sampled), "num_true": float(self.num_true)}

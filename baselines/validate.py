@@ -38,7 +38,7 @@ def estimate_memory(system: str, p: dict[str, Any], n_features: int, n_labels: i
     else:                                                    # sampled classes + true-label slots
         ns = p["num_sampled"]
         n_sampled = int(max(1, round(ns * n_labels))) if ns < 1 else int(ns)
-        n_true = 64 if p.get("num_true") == "auto" else int(p.get("num_true") or 1)
+        n_true = 64 if p.get("num_true") in ("auto", "max") else int(p.get("num_true") or 1)
         out_cols = min(n_labels, n_sampled + n_true)
     batch = 4 * bs * out_cols * 3
     predict = 4 * int(p["predict_batch"]) * n_labels         # one block of logits
@@ -74,7 +74,7 @@ def validate_params(system: str, params: dict[str, Any], n_features: int | None 
                     n_labels: int | None = None, n_threads: int = 1) -> dict[str, Any]:
     """The resolved parameters (ValueError naming the key when one is wrong; MemoryError when the data's
     shapes are given and the run cannot fit)."""
-    from .common import resolve_params
+    from .config import resolve_params
     cls = _cls(system)
     p = resolve_params(system, cls.CONFIGS, params, cls.EXTRA_KEYS)
     cls._validate_extra(cls.__new__(cls), p)       # the extra checks read only self.system

@@ -14,6 +14,10 @@ named time_*/peakmem_*/track_*, and importing it does nothing):
     .venv/bin/python benchmarks/tf_shape.py --variant tuned:xla=false    # a configuration with overrides
     .venv/bin/python benchmarks/tf_shape.py --interleave --systems tf_full_softmax --threads 1 \
         --variant paper tuned:xla=false tuned --chunks 10 --chunk 2     # one-process A/B, interleaved
+    .venv/bin/python benchmarks/tf_shape.py --roofline [--labels 200000] [--threads 2]
+        # tuned TF full softmax's output-layer GFLOP/s next to numpy SGEMM's on the same 128 x 128 x N
+        # shapes, measured in one subprocess with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset; writes
+        # results/summary/roofline.csv (slidebench/baselines/roofline.py explains the measure)
 """
 from __future__ import annotations
 
@@ -139,10 +143,18 @@ def main(argv=None) -> int:
                     help="A/B mode: the variants of the first system at the first thread count in one process, "
                          "steps interleaved (--chunks rounds of --chunk steps)")
     ap.add_argument("--json", help="write all results to this file")
+    ap.add_argument("--roofline", action="store_true",
+                    help="TF full softmax (tuned) output-layer GFLOP/s vs numpy SGEMM on the same shapes; writes --csv")
+    ap.add_argument("--labels", nargs="+", type=int, default=[200_000], help="--roofline: label counts")
+    ap.add_argument("--csv", default="results/summary/roofline.csv", help="--roofline: CSV to write")
     ap.add_argument("--child", nargs=3, metavar=("SYSTEM", "VARIANT", "THREADS"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.quick:
         a.chunk, a.chunks = 3, 3
+    if a.roofline:
+        from slidebench.baselines import roofline
+        args = ["--labels", *map(str, a.labels), "--threads", str(max(a.threads)), "--csv", a.csv]
+        return roofline.main(args)
     if a.child:
         res = child(a.child[0], a.child[1], int(a.child[2]), a.chunk, a.chunks, a.warmup)
         print("RESULT " + json.dumps(res), flush=True)

@@ -106,7 +106,8 @@ def test_bad_params_are_value_errors(system, params, match):
 
 @pytest.mark.parametrize("params, match", [
     ({"num_sampled": 0}, "num_sampled"), ({"num_sampled": 1.5}, "num_sampled"),
-    ({"multilabel": "all"}, "multilabel"), ({"sampler": "unigram"}, "sampler"),
+    ({"multilabel": "all"}, "multilabel"), ({"sampler": "zipf"}, "sampler"),
+        ({"true_expected_count": 1}, "true_expected_count"), ({"num_true": "most"}, "num_true"),
     ({"num_true": 0}, "num_true"), ({"config": "tuned", "xla": True}, "XLA"),
 ])
 def test_bad_sampled_params(params, match):
@@ -117,7 +118,7 @@ def test_bad_sampled_params(params, match):
 
 
 def test_configs_are_explicit_and_complete():
-    from slidebench.baselines.common import COMMON_KEYS
+    from slidebench.baselines.config import COMMON_KEYS
     from slidebench.baselines.full_softmax import CONFIGS as FC
     from slidebench.baselines.sampled_softmax import CONFIGS as SC, EXTRA_KEYS
     for name in ("paper", "tuned"):
@@ -244,7 +245,7 @@ def test_describe_params_roundtrip_and_errors():
     p = tr.get_params()
     assert [p[k].shape for k in ("W0", "W1", "W2")] == [(ds.n_features, 8), (8, 6), (6, ds.n_labels)]
     # setup's warm-up step (tracing/compiling outside the clock) leaves the initial weights untouched
-    from slidebench.baselines.common import init_weights
+    from slidebench.baselines.base import init_weights
     from slidebench.contract import derive_seed
     init = init_weights([ds.n_features, 8, 6, ds.n_labels], "release", 0.01, derive_seed(0, "init"))
     for i, (w, b) in enumerate(init):
@@ -297,3 +298,114 @@ def test_sampled_label_encoding(multilabel):
     assert tr.describe()["traces"] == 1
     st = tr.train_steps(3)
     assert np.isfinite(st.loss) and st.counters["num_true"] == (3.0 if multilabel == "padded" else 1.0)
+
+
+def test_inter_op_threads_default_is_one():
+    """TF's inter-op pool is 1 unless a config sets inter_op_threads (docs/baselines.md), whatever the run's
+    thread count; intra-op is the run's thread count. Both named configs leave it unset."""
+    from slidebench.baselines.config import thread_settings
+    from slidebench.baselines.full_softmax import CONFIGS as FC
+    from slidebench.baselines.sampled_softmax import CONFIGS as SC
+    for cfg in list(FC.values()) + list(SC.values()):
+        assert cfg["inter_op_threads"] is None
+        assert thread_settings(cfg, 2) == (2, 1)
+        assert thread_settings(cfg, 7) == (7, 1)
+    assert thread_settings({**FC["tuned"], "inter_op_threads": 3}, 2) == (2, 3)
+
+
+def test_sampled_configs_paper_is_the_release_tuned_learns():
+    from slidebench.baselines.sampled_softmax import CONFIGS as SC
+    assert {k: SC["paper"][k] for k in ("num_sampled", "multilabel", "sampler", "true_expected_count")} == \
+        {"num_sampled": 0.1, "multilabel": "one_random", "sampler": "log_uniform", "true_expected_count": "sampler"}
+    assert {k: SC["tuned"][k] for k in ("multilabel", "num_true", "sampler", "true_expected_count")} == \
+        {"multilabel": "padded", "num_true": "max", "sampler": "uniform", "true_expected_count": "one"}
+
+
+def test_num_true_settings():
+    from slidebench.baselines.sampled_softmax import num_true_for
+    counts = np.array([1, 2, 2, 3, 9, 0])
+    assert num_true_for("max", counts) == 9
+    assert num_true_for("auto", counts) == int(np.ceil(np.percentile(counts, 90)))
+    assert num_true_for(4, counts) == 4
+    assert num_true_for("max", np.array([100])) == 64          # capped
+    assert num_true_for("max", np.array([], int)) == 1
+
+
+def _np_sampled_loss(h, W, b, labels, cand, true_ec, samp_ec, remove_hits=True):
+    """Reference of tf.nn.sampled_softmax_loss: W [L, d]; true logits shifted by log(true_ec), sampled
+    logits by log(samp_ec), sampled classes that are a row's true label removed, targets 1/T per slot."""
+    T = labels.shape[1]
+    tl = np.einsum("bd,btd->bt", h, W[labels]) + b[labels] - np.log(true_ec)
+    sl = h @ W[cand].T + b[cand] - np.log(samp_ec)[None, :]
+    if remove_hits:
+        hit = (labels[:, :, None] == cand[None, None, :]).any(axis=1)
+        sl = np.where(hit, -np.inf, sl)
+    z = np.concatenate([tl, sl], axis=1).astype(np.float64)
+    m = z.max(axis=1, keepdims=True)
+    lse = (m + np.log(np.exp(z - m).sum(axis=1, keepdims=True)))[:, 0]
+    return lse - tl.sum(axis=1) / T
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("tec", ["one", "sampler"])
+@pytest.mark.parametrize("sampler", ["uniform", "log_uniform", "unigram"])
+def test_sampled_expected_count_path(tec, sampler):
+    """The trainer's own sampled values and loss: with true_expected_count='one' the labels' expected count
+    is exactly 1 (no shift of the true logits) while the sampled ones keep the sampler's; 'sampler' keeps
+    TF's; the loss equals a numpy reference of the sampled softmax for the values used."""
+    import tensorflow as tf
+    ds = planted(n_train=64, n_test=8, n_labels=40)
+    tr = make_trainer("tf_sampled_softmax", ds, {"config": "tuned", "batch_size": 16, "hidden": [6],
+                                                 "num_sampled": 10, "true_expected_count": tec,
+                                                 "sampler": sampler})
+    assert tr.num_true == int(np.diff(ds.Y_train.indptr).max())           # num_true = "max": all labels
+    labels, has, _ = tr._encode_y(ds.Y_train[:8])
+    assert labels.shape == (8, tr.num_true)
+    for i in range(8):                                  # every label of the row is among its slots
+        true = set(ds.Y_train.indices[ds.Y_train.indptr[i]:ds.Y_train.indptr[i + 1]].tolist())
+        assert set(labels[i].tolist()) == true
+    cand, true_ec, samp_ec = (t.numpy() for t in tr._sampled_values(tf.constant(labels)))
+    assert cand.shape == (10,) and len(set(cand.tolist())) == 10 and cand.max() < ds.n_labels
+    assert np.all(samp_ec > 0) and np.all(samp_ec <= 1)
+    if tec == "one":
+        np.testing.assert_array_equal(true_ec, np.ones_like(true_ec))
+    else:
+        assert np.all(true_ec < 1)                      # the sampler's probability, as TF's default
+    if sampler == "uniform":                           # uniform: every class has the same expected count
+        np.testing.assert_allclose(samp_ec, samp_ec[0], rtol=1e-6)
+    h = np.random.default_rng(1).random((8, 6)).astype(np.float32)
+    W = tr.Ws[-1].numpy()
+    W = W + np.random.default_rng(2).standard_normal(W.shape).astype(np.float32)   # non-trivial logits
+    tr.Ws[-1].assign(W)
+    bias = tr.bs[-1].numpy()
+    got = tr._sampled_loss(tf.constant(h), tf.constant(labels), (tf.constant(cand), tf.constant(true_ec),
+                                                                  tf.constant(samp_ec))).numpy()
+    want = _np_sampled_loss(h, W, bias, labels, cand, true_ec, samp_ec)
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4)
+    # the correction matters: with uniform sampling and the sampler's expected count on the labels too,
+    # the loss equals the uncorrected one (every logit shifted alike); with 'one' it does not
+    flat = _np_sampled_loss(h, W, bias, labels, cand, np.ones_like(true_ec), np.ones_like(samp_ec))
+    if sampler == "uniform" and tec == "sampler":
+        np.testing.assert_allclose(got, flat, rtol=2e-4, atol=2e-4)
+    if tec == "one":
+        assert np.abs(got - flat).max() > 0.1
+    st = tr.train_steps(2)
+    assert np.isfinite(st.loss)
+
+
+def test_roofline_accounting_env_and_csv(tmp_path):
+    """The roofline's FLOP count (three 128 x 128 x N products a step), its child environment (the
+    OpenBLAS pins dropped, threads fixed) and the CSV the report reads."""
+    import csv
+    from slidebench.baselines import roofline
+    assert roofline.output_layer_flops(128, 128, 200_000) == 3 * 2 * 128 * 128 * 200_000
+    env = roofline.child_env(2, {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "1048576", "PATH": "/bin"})
+    assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env and env["PATH"] == "/bin"
+    assert env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "2"
+    row = {"n_labels": 200000, "threads": 2, "tf_gflops": 130.0, "sgemm_gflops": 200.0, "fraction": 0.65,
+           "openblas_coretype": "SkylakeX", "tf_ms_per_step": 151.0}
+    path = roofline.write_csv([row], tmp_path / "summary" / "roofline.csv")
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["n_labels", "threads", "tf_gflops", "sgemm_gflops", "fraction", "openblas_coretype"]
+    assert rows[0]["openblas_coretype"] == "SkylakeX" and float(rows[0]["fraction"]) == 0.65

@@ -56,7 +56,7 @@ from ._progress import Progress
 
 GENERATOR_VERSION = 1
 BLOCK = 4096
-SCALES = ("tiny", "small", "paper")
+SCALES = ("tiny", "small", "medium", "paper")
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,14 @@ PRESETS: dict[str, dict[str, SynthSpec]] = {
                        label_alpha=0.8, feature_alpha=1.0, n_clusters=600, cluster_alpha=0.5,
                        cluster_labels=250, head_slots=20, label_beta=0.6, label_noise=0.1,
                        cluster_features=800, feature_beta=0.7, feature_signal=0.35),
+        # medium: the paper's regime for the output layer (>= 100k labels, where a dense softmax costs
+        # what the paper's claim is about) at a size whose headline fits the default reproduce budget
+        # (docs/figures.md); more topics than small so that the tail of the label space is covered.
+        "medium": _spec(n_features=150000, n_labels=100000, n_train=60000, n_test=10000,
+                        nnz_mean=150.0, nnz_sigma=0.6, labels_mean=30.0, labels_sigma=0.6,
+                        label_alpha=0.8, feature_alpha=1.0, n_clusters=1500, cluster_alpha=0.5,
+                        cluster_labels=250, head_slots=20, label_beta=0.6, label_noise=0.1,
+                        cluster_features=800, feature_beta=0.7, feature_signal=0.35),
         "tiny": _spec(n_features=4000, n_labels=1000, n_train=2000, n_test=500,
                       nnz_mean=60.0, nnz_sigma=0.5, labels_mean=15.0, labels_sigma=0.5,
                       label_alpha=0.8, feature_alpha=1.0, n_clusters=40, cluster_alpha=0.5,
@@ -123,6 +131,15 @@ PRESETS: dict[str, dict[str, SynthSpec]] = {
                        label_alpha=0.8, feature_alpha=1.0, n_clusters=1500, cluster_alpha=0.3,
                        cluster_labels=24, head_slots=4, label_beta=0.8, label_noise=0.05,
                        cluster_features=150, feature_beta=0.7, feature_signal=0.3),
+        # medium: Amazon-670K's 135,909 features and 200,000 labels (the paper's regime: a dense softmax
+        # over 200k labels is ~10x SLIDE's step on 2 cores), sized so the headline fits the default
+        # reproduce budget (docs/figures.md). 1,000 topics of 205 label slots: every label id is in some topic, and
+        # ~100 training points per topic let a 128-unit network learn within a few thousand batches.
+        "medium": _spec(n_features=135909, n_labels=200000, n_train=100000, n_test=10000,
+                        nnz_mean=75.7, nnz_sigma=0.6, labels_mean=5.45, labels_sigma=0.45,
+                        label_alpha=0.8, feature_alpha=1.0, n_clusters=1000, cluster_alpha=0.3,
+                        cluster_labels=205, head_slots=4, label_beta=0.8, label_noise=0.05,
+                        cluster_features=150, feature_beta=0.7, feature_signal=0.3),
         "tiny": _spec(n_features=3000, n_labels=1000, n_train=2000, n_test=500,
                       nnz_mean=40.0, nnz_sigma=0.5, labels_mean=4.0, labels_sigma=0.45,
                       label_alpha=0.8, feature_alpha=1.0, n_clusters=80, cluster_alpha=0.3,

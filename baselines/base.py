@@ -1,6 +1,7 @@
-"""Shared machinery of the TensorFlow baselines: configurations, TensorFlow start-up, the network.
+"""The TensorFlow baselines' common trainer: the network, batch encoding, the step and prediction functions.
 
-Nothing here imports TensorFlow at module import time; ``import_tf`` does, once, inside ``setup``.
+Configuration lives in ``config.py``, TensorFlow start-up in ``tf_runtime.py``, the row-sparse Adam in
+``rowsparse_adam.py``. Nothing here imports TensorFlow at module import time; ``setup`` does.
 
 The network (the same model the engine trains): sparse input -> hidden ReLU layer(s) -> dense output
 over every label. The loss is the engine's: per sample, softmax cross-entropy against soft targets
@@ -15,7 +16,7 @@ Two input paths:
     the hidden pre-activation. The gradient is row-sparse (``tf.IndexedSlices`` on the distinct ids).
 Two optimiser implementations:
   * ``keras``: ``keras.optimizers.Adam`` / ``SGD`` (Keras 3), whose Adam state updates densely.
-  * ``rowsparse``: this module's Adam/SGD: dense gradients get the textbook Adam update, row-sparse
+  * ``rowsparse``: ``rowsparse_adam``'s Adam/SGD: dense gradients get the textbook Adam update, row-sparse
     gradients update only the touched rows of the weights and of both moments (lazy Adam), with the
     global step's bias correction.
 """
@@ -24,8 +25,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
-import tempfile
 import time
 from typing import Any, ClassVar
 
@@ -33,199 +32,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..contract import Dataset, StepStats, check_csr, derive_seed
-from . import DeviceUnavailable
-
-# ------------------------------------------------------------------------------- configurations
-
-#: Keys the runner may put in params beside a system's own keys.
-RUNNER_KEYS = {"batch_size", "shuffle", "config"}
-
-#: Every parameter shared by both baselines, with its meaning (docs/baselines.md has the full table).
-COMMON_KEYS = {
-    "device": "'cpu' (default) or 'gpu' (DeviceUnavailable when none is visible)",
-    "hidden": "hidden ReLU layer sizes, e.g. [128]",
-    "optimizer": "'adam' or 'sgd'",
-    "lr": "learning rate", "beta1": "Adam beta1", "beta2": "Adam beta2", "eps": "Adam epsilon",
-    "init": "'release' (truncated normal, std 2/sqrt(fan_in+fan_out), biases 0) or 'normal' (N(0, init_std), biases 0)",
-    "init_std": "std of the 'normal' init",
-    "input_path": "'sparse_matmul' or 'gather'",
-    "optimizer_impl": "'keras' (Keras 3 optimizers, dense Adam state) or 'rowsparse' (lazy Adam on touched rows)",
-    "xla": "compile the training step with XLA (jit_compile=True); needs input_path='gather', optimizer_impl='rowsparse'",
-    "xla_update": "compile only the row-sparse optimiser update with XLA (gradients padded to fixed shapes); for "
-                  "steps whose loss XLA cannot compile (sampled softmax); needs optimizer_impl='rowsparse'",
-    "inter_op_threads": "TensorFlow inter-op pool size (None: the run's thread count)",
-    "predict_batch": "rows per top-k batch at evaluation",
-}
-
-
-def resolve_params(system: str, configs: dict[str, dict[str, Any]], params: dict[str, Any],
-                   extra_keys: dict[str, str]) -> dict[str, Any]:
-    """Named configuration (params["config"]; absent or "default" means "tuned") + overrides, validated.
-
-    Unknown keys raise ValueError naming the key. Returns a new dict with every key explicit.
-    """
-    if not isinstance(params, dict):
-        raise ValueError(f"{system}: params must be a dict, got {type(params).__name__}")
-    name = params.get("config", "tuned")
-    if name == "default":       # an experiment file that names no config gets the strongest honest one
-        name = "tuned"
-    if name not in configs:
-        raise ValueError(f"{system}: unknown config {name!r}; known configs: {', '.join(sorted(configs))}")
-    known = set(COMMON_KEYS) | set(extra_keys) | RUNNER_KEYS
-    for key in params:
-        if key not in known:
-            raise ValueError(f"{system}: unknown parameter {key!r}; known parameters: {', '.join(sorted(known))}")
-    p = dict(configs[name])
-    p.update(params)
-    p["config"] = name
-    if "batch_size" not in p:
-        raise ValueError(f"{system}: params must contain 'batch_size' (the runner puts it there)")
-    p.setdefault("shuffle", True)
-    _validate_common(system, p)
-    return p
-
-
-def _check(cond: bool, system: str, key: str, value: Any, what: str) -> None:
-    if not cond:
-        raise ValueError(f"{system}: parameter {key!r} = {value!r} is invalid: {what}")
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _validate_common(system: str, p: dict[str, Any]) -> None:
-    _check(_is_int(p["batch_size"]) and p["batch_size"] >= 1, system, "batch_size", p["batch_size"], "must be an int >= 1")
-    _check(isinstance(p["shuffle"], bool), system, "shuffle", p["shuffle"], "must be true or false")
-    _check(p["device"] in ("cpu", "gpu"), system, "device", p["device"], "must be 'cpu' or 'gpu'")
-    h = p["hidden"]
-    _check(isinstance(h, (list, tuple)) and len(h) >= 1 and all(_is_int(v) and v >= 1 for v in h),
-           system, "hidden", h, "must be a non-empty list of ints >= 1")
-    _check(p["optimizer"] in ("adam", "sgd"), system, "optimizer", p["optimizer"], "must be 'adam' or 'sgd'")
-    for key in ("lr", "eps"):
-        _check(isinstance(p[key], (int, float)) and not isinstance(p[key], bool) and p[key] > 0 and math.isfinite(p[key]),
-               system, key, p[key], "must be a finite number > 0")
-    for key in ("beta1", "beta2"):
-        _check(isinstance(p[key], (int, float)) and 0 <= p[key] < 1, system, key, p[key], "must be in [0, 1)")
-    _check(p["init"] in ("release", "normal"), system, "init", p["init"], "must be 'release' or 'normal'")
-    _check(isinstance(p["init_std"], (int, float)) and p["init_std"] > 0, system, "init_std", p["init_std"], "must be > 0")
-    _check(p["input_path"] in ("sparse_matmul", "gather"), system, "input_path", p["input_path"],
-           "must be 'sparse_matmul' or 'gather'")
-    _check(p["optimizer_impl"] in ("keras", "rowsparse"), system, "optimizer_impl", p["optimizer_impl"],
-           "must be 'keras' or 'rowsparse'")
-    _check(isinstance(p["xla"], bool), system, "xla", p["xla"], "must be true or false")
-    if p["xla"]:
-        _check(p["input_path"] == "gather" and p["optimizer_impl"] == "rowsparse", system, "xla", p["xla"],
-               "XLA needs input_path='gather' and optimizer_impl='rowsparse' (SparseTensorDenseMatMul has no "
-               "XLA kernel and the Keras optimiser is not compiled with the step)")
-    _check(isinstance(p["xla_update"], bool), system, "xla_update", p["xla_update"], "must be true or false")
-    if p["xla_update"]:
-        _check(p["optimizer_impl"] == "rowsparse", system, "xla_update", p["xla_update"],
-               "needs optimizer_impl='rowsparse' (the Keras optimiser is not compiled)")
-    t = p["inter_op_threads"]
-    _check(t is None or (_is_int(t) and t >= 1), system, "inter_op_threads", t, "must be null/None or an int >= 1")
-    _check(_is_int(p["predict_batch"]) and p["predict_batch"] >= 1, system, "predict_batch", p["predict_batch"],
-           "must be an int >= 1")
-
-
-# ------------------------------------------------------------------------------- TensorFlow start-up
-
-_NOISE_PREFIXES = ("I0000", "WARNING: All log messages before absl::InitializeLog()", "To enable the following instructions")
-_NOISE_SUBSTRINGS = ("rebuild TensorFlow with the appropriate compiler flags", "oneDNN custom operations are on",
-                     "XLA service", "StreamExecutor device", "Compiled cluster using XLA",
-                     "disabling MLIR crash reproducer", "cpu_feature_guard")
-
-
-@contextlib.contextmanager
-def quiet_stderr():
-    """Capture file descriptor 2 (TensorFlow's C++ logging writes there before absl is initialised and
-    ignores TF_CPP_MIN_LOG_LEVEL for those lines); afterwards re-emit every captured line that is not
-    known start-up/compile noise, so real warnings and errors still reach the user."""
-    if os.environ.get("SLIDEBENCH_TF_VERBOSE", "") not in ("", "0"):
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):   # no real fd 2 (e.g. some embedded interpreters): nothing to capture
-        yield
-        return
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            try:
-                sys.stderr.flush()
-            except Exception:
-                pass
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            text = tmp.read().decode(errors="replace")
-            keep = [ln for ln in text.splitlines()
-                    if ln.strip() and not ln.startswith(_NOISE_PREFIXES) and not any(s in ln for s in _NOISE_SUBSTRINGS)]
-            if keep:
-                sys.stderr.write("\n".join(keep) + "\n")
-
-
-_TF = None
-
-
-def import_tf():
-    """Import TensorFlow quietly (once). Only baseline setup() calls this."""
-    global _TF
-    if _TF is not None:
-        return _TF
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with quiet_stderr():
-        import tensorflow as tf
-        try:
-            import absl.logging
-            absl.logging.set_verbosity(absl.logging.ERROR)
-        except ImportError:
-            pass
-        tf.get_logger().setLevel("ERROR")
-        tf.autograph.set_verbosity(0)
-    _TF = tf
-    return tf
-
-
-def configure_tf(n_threads: int, inter_op_threads: int, device: str):
-    """Set thread pools and visible devices before the first op; returns (tf, device_string).
-
-    Raises RuntimeError when TensorFlow was already initialised in this process with other thread
-    settings (thread pools are per process; run each configuration in its own process), and
-    DeviceUnavailable when device='gpu' and no GPU is visible.
-    """
-    tf = import_tf()
-    gpus = tf.config.list_physical_devices("GPU")
-    if device == "gpu" and not gpus:
-        raise DeviceUnavailable(
-            "device='gpu' was asked but TensorFlow sees no GPU "
-            f"(tensorflow {tf.__version__}, built with CUDA: {tf.test.is_built_with_cuda()}); "
-            "the run is skipped, not moved to the CPU")
-    for what, want, getter, setter in (
-            ("intra-op", n_threads, tf.config.threading.get_intra_op_parallelism_threads,
-             tf.config.threading.set_intra_op_parallelism_threads),
-            ("inter-op", inter_op_threads, tf.config.threading.get_inter_op_parallelism_threads,
-             tf.config.threading.set_inter_op_parallelism_threads)):
-        try:
-            setter(int(want))
-        except RuntimeError as e:
-            if getter() != int(want):
-                raise RuntimeError(
-                    f"TensorFlow was already initialised in this process with {what} threads = {getter()}, "
-                    f"but this run asks for {want}; thread pools are fixed per process, so run it in a fresh "
-                    f"process (the runner does) ({e})") from None
-    if device == "cpu" and gpus:
-        try:
-            tf.config.set_visible_devices([], "GPU")
-        except RuntimeError as e:
-            if tf.config.get_visible_devices("GPU"):
-                raise RuntimeError(f"cannot hide the GPUs for a CPU run: TensorFlow is already initialised ({e})") from None
-    return tf, ("/GPU:0" if device == "gpu" else "/CPU:0")
-
+from . import rowsparse_adam
+from .config import is_int, resolve_params, thread_settings
+from .tf_runtime import configure_tf, keras_version, quiet_stderr
 
 # ------------------------------------------------------------------------------- initial weights
 
@@ -281,9 +90,9 @@ class TFTrainerBase:
     # ---------------------------------------------------------------- contract
 
     def setup(self, data: Dataset, params: dict[str, Any], *, seed: int, n_threads: int, batches=None) -> None:
-        if not _is_int(n_threads) or n_threads < 1:
+        if not is_int(n_threads) or n_threads < 1:
             raise ValueError(f"{self.system}: n_threads must be an int >= 1, got {n_threads!r}")
-        if not _is_int(seed) or seed < 0:
+        if not is_int(seed) or seed < 0:
             raise ValueError(f"{self.system}: seed must be an int >= 0, got {seed!r}")
         p = resolve_params(self.system, self.CONFIGS, params, self.EXTRA_KEYS)
         self._validate_extra(p)
@@ -291,7 +100,7 @@ class TFTrainerBase:
         from .validate import preflight_memory
         preflight_memory(self.system, p, data.n_features, data.n_labels)
         t0 = time.perf_counter()
-        inter = p["inter_op_threads"] if p["inter_op_threads"] is not None else n_threads
+        _, inter = thread_settings(p, n_threads)          # inter-op 1 unless the config says otherwise
         tf, dev = configure_tf(n_threads, inter, p["device"])
         self.tf, self.dev, self.p = tf, dev, p
         self.seed, self.n_threads, self.inter_op_threads = int(seed), int(n_threads), int(inter)
@@ -339,8 +148,7 @@ class TFTrainerBase:
         """Every variable a training step changes: weights and optimiser state."""
         if self.opt is not None:
             return list(self.variables) + list(self.opt.variables)
-        extra = [self.t] + (list(self.ms) + list(self.vs) if self.p["optimizer"] == "adam" else [])
-        return list(self.variables) + extra
+        return list(self.variables) + self.rs.variables()
 
     def _warmup(self, data: Dataset) -> None:
         """Trace (and under XLA compile) the step and the prediction inside the untimed setup: run one step on
@@ -361,7 +169,7 @@ class TFTrainerBase:
     def train_steps(self, n_steps: int) -> StepStats:
         if self.p is None:
             raise RuntimeError(f"{self.system}: call setup() before train_steps()")
-        if not _is_int(n_steps) or n_steps < 1:
+        if not is_int(n_steps) or n_steps < 1:
             raise ValueError(f"{self.system}: n_steps must be an int >= 1, got {n_steps!r}")
         total, n_samples = 0.0, 0
         for _ in range(n_steps):
@@ -384,7 +192,7 @@ class TFTrainerBase:
         if self.p is None:
             raise RuntimeError(f"{self.system}: call setup() before predict_topk()")
         check_csr(X_csr, "X", self.n_features)
-        if not _is_int(k) or not 1 <= k <= self.n_labels:
+        if not is_int(k) or not 1 <= k <= self.n_labels:
             raise ValueError(f"{self.system}: k must be an int in [1, n_labels={self.n_labels}], got {k!r}")
         tf = self.tf
         n = X_csr.shape[0]
@@ -409,7 +217,7 @@ class TFTrainerBase:
             return d
         d.update({
             "library": "tensorflow", "tf_version": tf.__version__,
-            "keras_version": _keras_version(),
+            "keras_version": keras_version(),
             "tf_built_with_cuda": bool(tf.test.is_built_with_cuda()),
             "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
             "xla": self.xla, "traces": self.traces, "predict_traces": self.predict_traces,
@@ -536,6 +344,8 @@ class TFTrainerBase:
 
     def _build_optimizer(self) -> None:
         tf, p = self.tf, self.p
+        self.rs = None
+        self.opt = None
         if p["optimizer_impl"] == "keras":
             import keras
             if p["optimizer"] == "adam":
@@ -545,11 +355,7 @@ class TFTrainerBase:
                 self.opt = keras.optimizers.SGD(learning_rate=p["lr"])
             self.opt.build(self.variables)
         else:
-            self.opt = None
-            self.t = tf.Variable(0.0, dtype=tf.float32, name="adam_t")
-            if p["optimizer"] == "adam":
-                self.ms = [tf.Variable(tf.zeros_like(v), name=v.name.split(":")[0] + "_m") for v in self.variables]
-                self.vs = [tf.Variable(tf.zeros_like(v), name=v.name.split(":")[0] + "_v") for v in self.variables]
+            self.rs = rowsparse_adam.make_state(tf, self.variables, p)
 
     def _apply(self, grads) -> None:
         """One optimiser step on self.variables (traced inside the step function)."""
@@ -560,55 +366,23 @@ class TFTrainerBase:
         prepared = []
         for var, g in zip(self.variables, grads):
             if isinstance(g, tf.IndexedSlices):
-                idx, gv = g.indices, g.values
-                if not self._unique_indices(var):      # sum the rows of repeated ids (scatter needs distinct ids)
-                    idx, inv = tf.unique(idx)
-                    gv = tf.math.unsorted_segment_sum(gv, inv, tf.shape(idx)[0])
+                if not self._unique_indices(var):
+                    g = rowsparse_adam.sum_repeated_rows(tf, g)
                 if self.xla_update and var is not self.Ws[0]:
-                    # pad to a fixed row count; the padding points at the spare (never used) last row and carries
-                    # a zero gradient, so its moments stay 0 and its update is exactly 0
-                    pad = self._sparse_cap(var) - tf.shape(idx)[0]
-                    idx = tf.concat([idx, tf.fill([pad], tf.cast(tf.shape(var)[0] - 1, idx.dtype))], axis=0)
-                    gv = tf.pad(gv, tf.stack([tf.stack([0, pad])] + [[0, 0]] * (len(var.shape) - 1)))
-                g = tf.IndexedSlices(gv, idx)
+                    g = rowsparse_adam.pad_rows(tf, g, self._sparse_cap(var), tf.shape(var)[0] - 1)
             prepared.append(g)
         if self.xla_update:
             self._apply_compiled(prepared)
         else:
             self._update(prepared)
 
+    def _update(self, grads) -> None:
+        rowsparse_adam.update(self.tf, self.rs, self.variables, grads)
+
     def _sparse_cap(self, var) -> int:
         """Fixed row count of the padded row-sparse gradient of var (xla_update): subclasses with row-sparse
         output gradients define it; the gather path's input matrix uses uniq_cap (padded at encoding)."""
         raise NotImplementedError(f"{self.system}: no fixed row capacity for {var.name}")
-
-    def _update(self, grads) -> None:
-        """Row-sparse Adam / SGD given gradients whose IndexedSlices have distinct ids (except the zero padding)."""
-        tf, p = self.tf, self.p
-        lr = tf.constant(p["lr"], tf.float32)
-        if p["optimizer"] == "sgd":
-            for var, g in zip(self.variables, grads):
-                if isinstance(g, tf.IndexedSlices):
-                    var.scatter_sub(tf.IndexedSlices(lr * g.values, g.indices))
-                else:
-                    var.assign_sub(lr * g)
-            return
-        b1, b2, eps = (tf.constant(p[k], tf.float32) for k in ("beta1", "beta2", "eps"))
-        t = self.t.assign_add(1.0)
-        c1 = 1.0 - tf.pow(b1, t)
-        c2 = 1.0 - tf.pow(b2, t)
-        for var, m, v, g in zip(self.variables, self.ms, self.vs, grads):
-            if isinstance(g, tf.IndexedSlices):
-                idx, gv = g.indices, g.values
-                m_rows = b1 * tf.gather(m, idx) + (1.0 - b1) * gv
-                v_rows = b2 * tf.gather(v, idx) + (1.0 - b2) * gv * gv
-                m.scatter_update(tf.IndexedSlices(m_rows, idx))
-                v.scatter_update(tf.IndexedSlices(v_rows, idx))
-                var.scatter_sub(tf.IndexedSlices(lr * (m_rows / c1) / (tf.sqrt(v_rows / c2) + eps), idx))
-            else:
-                m_new = m.assign(b1 * m + (1.0 - b1) * g)
-                v_new = v.assign(b2 * v + (1.0 - b2) * g * g)
-                var.assign_sub(lr * (m_new / c1) / (tf.sqrt(v_new / c2) + eps))
 
     def _unique_indices(self, var) -> bool:
         """True when the row-sparse gradient of var is known to have distinct indices (the gather path's
@@ -674,9 +448,3 @@ class TFTrainerBase:
         return {}
 
 
-def _keras_version() -> str:
-    try:
-        import keras
-        return keras.__version__
-    except Exception:   # keras ships with TF 2.16+; report its absence rather than fail describe()
-        return "unavailable"
