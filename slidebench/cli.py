@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from .harness.tables import SCALES
+
 EXPERIMENTS_DIR = Path("experiments")
 
 
@@ -37,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")
     g = dsub.add_parser("generate", help="generate (and cache) a synthetic look-alike data set")
     g.add_argument("--preset", required=True, choices=["delicious", "amazon"])
-    g.add_argument("--scale", default="small", choices=["tiny", "small", "paper"])
+    g.add_argument("--scale", default="small", choices=SCALES)
     g.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     g.add_argument("--out", help="write XMLRepository-format OUT/<preset>/{train,test}.txt (usable as --data-dir OUT) "
                    "instead of caching")
@@ -49,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--name", help="the data set's name for FILE arguments (default: the train file's folder)")
     st.add_argument("--preset", choices=["delicious", "amazon"], action="append",
                     help="preset (repeatable; default both)")
-    st.add_argument("--scale", default="small", choices=["tiny", "small", "paper"])
+    st.add_argument("--scale", default="small", choices=SCALES)
     st.add_argument("--seed", type=int, default=0)
     st.add_argument("--data-dir", help="read the real files from this folder instead of the synthetic set")
     st.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -59,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("experiment", metavar="EXPERIMENT.toml")
     r.add_argument("--system", nargs="+", metavar="LABEL", help="only these system labels")
     r.add_argument("--seed", nargs="+", type=int, metavar="N", help="run these seeds instead of the file's")
-    r.add_argument("--scale", choices=["tiny", "small", "paper"], help="override [data] scale")
+    r.add_argument("--scale", choices=SCALES, help="override [data] scale")
     r.add_argument("--threads", type=int, metavar="N", help="run with N threads instead of the file's list")
     r.add_argument("--data-dir", help="real XMLRepository files replace the synthetic set")
     r.add_argument("--resume", action="store_true", help="skip finished runs; reuse identical finished runs "
@@ -99,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("reproduce", help="generate data, run every experiments/*.toml except smoke (with "
                         "--resume), summarize, plot, report")
-    rp.add_argument("--scale", default="small", choices=["tiny", "small", "paper"])
+    rp.add_argument("--scale", choices=SCALES,
+                    help="override every file's [data] scale (default: each file keeps its own)")
     rp.add_argument("--data-dir", help="real XMLRepository files replace the synthetic sets")
     rp.add_argument("--seeds", nargs="+", type=int, metavar="N", help="seeds to run instead of each file's")
     rp.add_argument("--threads", type=int, metavar="N", help="thread count instead of each file's list")
@@ -320,15 +323,15 @@ def _reproduce_locked(a, plan, n_runs: int, t_start: float) -> int:
     from .harness.executors import run_experiment, run_micro_experiment
     from .reporting.summarize import summarize
     # data first (cached; every run then loads the cache)
-    presets = sorted({r.data["preset"] for _, rs in plan for r in rs if r.data.get("preset")})
+    # each (preset, scale, data seed) the plan uses: files keep their own scale unless --scale overrides it
+    presets = sorted({(r.data["preset"], r.data.get("scale") or "small", r.data["seed"])
+                      for _, rs in plan for r in rs if r.data.get("preset")})
     if presets:
         from .data import load_dataset
-        for pr in presets:
-            seeds = sorted({r.data["seed"] for _, rs in plan for r in rs if r.data["preset"] == pr})
-            for s in seeds:
-                t0 = time.monotonic()
-                ds = load_dataset(pr, a.scale, data_dir=a.data_dir, seed=s, progress=True)
-                print(f"data {ds.name}: ready ({time.monotonic() - t0:.1f}s)", flush=True)
+        for pr, scale, s in presets:
+            t0 = time.monotonic()
+            ds = load_dataset(pr, scale, data_dir=a.data_dir, seed=s, progress=True)
+            print(f"data {ds.name}: ready ({time.monotonic() - t0:.1f}s)", flush=True)
     files = sorted({(r.data["train"], r.data["test"], r.data["name"]) for _, rs in plan for r in rs
                     if r.data.get("train")})
     if files:

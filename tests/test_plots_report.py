@@ -362,17 +362,17 @@ def test_hard_threshold_prob_matches_direct_binomial():
         plots.hard_threshold_prob(0.5, 10, 11)
 
 
-def test_protocol_takes_its_fair_side_from_fig5(tmp_path):
-    """protocol.toml runs one protocol ("paper"); the fair side is fig5's runs with the same labels."""
+def test_protocol_takes_its_fair_side_from_fig8(tmp_path):
+    """protocol.toml runs one protocol ("paper"); the fair side is fig8's runs with the same labels (fig5 is at medium scale, protocol at small)."""
     res = tmp_path / "r"
-    _write(res, "fig5", *_curves_runs("fig5", [SLIDE, TF, TF_PAPER], datasets=("amazon", "delicious")))
+    _write(res, "fig8", *_curves_runs("fig8", [SLIDE, TF, TF_PAPER], datasets=("amazon", "delicious")))
     _write(res, "protocol", *_curves_runs("protocol", [SLIDE, TF], seeds=(0,), protocols=("paper",)))
     s = plots.load_summary(res, "protocol")
     assert set(s.runs["protocol"]) == {"fair", "paper"}
     fair = s.runs[s.runs["protocol"] == "fair"]
     # only the matching runs: same labels, dataset and seed; not TF-full-paper, not delicious, not seed 1
     assert set(fair["label"]) == {"SLIDE", "TF-full"} and set(fair["dataset"]) == {"amazon"}
-    assert set(fair["seed"]) == {0} and (fair["source_experiment"] == "fig5").all()
+    assert set(fair["seed"]) == {0} and (fair["source_experiment"] == "fig8").all()
     assert set(s.curves["run_id"]) == set(s.runs["run_id"])
     plots.make_figures(res, ["protocol"], progress=False)
     assert "protocol: fair,paper" in (res / "figures" / "protocol.caption.txt").read_text()

@@ -10,7 +10,7 @@ from typing import Any
 from ..contract import RUNNER_KEYS as RESERVED_PARAMS  # noqa: F401  (one list, in the contract)
 
 PRESETS = ("delicious", "amazon")
-SCALES = ("tiny", "small", "paper")
+SCALES = ("tiny", "small", "medium", "paper")
 PROTOCOLS = ("fair", "paper")
 KINDS = ("train", "micro")
 LABEL_RE = re.compile(r"^[A-Za-z0-9_.+\-]+$")

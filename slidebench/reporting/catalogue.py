@@ -94,8 +94,9 @@ OPERATION_NAMES: dict[str, str] = {"hash_rows": "hash every\nneuron", "insert_fi
                                    "rebuild_reservoir": "hash + insert\nreservoir"}
 TAB3_PAPER: dict[str, float] = {"insert_reservoir": 0.371, "insert_fifo": 0.762, "rebuild_fifo": 18.0}
 
-# protocol.toml holds one protocol per file; its fair side is fig5's matching runs.
-PROTOCOL_FAIR_SOURCE = "fig5"
+# protocol.toml holds one protocol per file; its fair side is fig8's matching runs (same labels, scale small;
+# fig5 moved to medium scale).
+PROTOCOL_FAIR_SOURCE = "fig8"
 
 # --------------------------------------------------------------------------------- display names
 

@@ -2,7 +2,7 @@
 
 ``run_micro(spec, *, scale, n_threads, out_csv, progress)`` is called by the runner in a child
 process whose thread environment is already fixed. ``spec`` is the whole experiment file as a dict;
-its ``[micro]`` table selects the measurement (``measure = "samplers" | "threshold" | "insertion"``)
+its ``[micro]`` table selects the measurement (``measure = "samplers" | "threshold" | "insertion" | "reference" | "roofline"``)
 and its parameters. Any parameter may be given per scale as a table, e.g.
 ``n_labels = { tiny = 1000, small = 20000, paper = 205443 }``; unknown keys are a ValueError naming
 the key. Every CSV row carries the context the figures print in their footer: experiment, scale,
@@ -24,6 +24,7 @@ host_cpu, cores, n_threads, seed.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -62,6 +63,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "K": 6, "L": 50, "range_pow": 18, "bucket_size": 128, "repeats": {"tiny": 2, "small": 3, "paper": 5},
     },
     "reference": dict(REFERENCE_DEFAULTS),
+    "roofline": {"n_labels": [200000], "steps": 4, "repeats": 5},
 }
 
 
@@ -353,8 +355,24 @@ def measure_insertion(p: dict[str, Any], *, n_threads: int, seed: int, say: Call
     return rows
 
 
+def measure_roofline(p: dict[str, Any], *, n_threads: int, seed: int, say: Callable[[str], None]
+                     ) -> list[dict[str, Any]]:
+    """The dense baseline's roofline (experiments/roofline.toml): tuned TF full softmax's output-layer
+    GFLOP/s next to numpy SGEMM's on the same shapes, each label count in its own subprocess with the
+    OpenBLAS pins unset (slidebench.baselines.roofline; TensorFlow is imported only there)."""
+    from ..baselines import roofline
+    rows = []
+    for n in p["n_labels"]:
+        say(f"roofline at {n:,} labels, {n_threads} threads")
+        r = roofline.measure(int(n), n_threads, steps=int(p["steps"]), repeats=int(p["repeats"]))
+        say(f"TF {r['tf_gflops']} GFLOP/s vs SGEMM {r['sgemm_gflops']} GFLOP/s ({r['fraction']:.0%}, "
+            f"OpenBLAS {r['openblas_coretype']}, load {r['load_avg_1min']})")
+        rows.append({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()})
+    return rows
+
+
 MEASURES = {"samplers": measure_samplers, "threshold": measure_threshold, "insertion": measure_insertion,
-            "reference": measure_reference}
+            "reference": measure_reference, "roofline": measure_roofline}
 
 
 def run_micro(spec: dict[str, Any], *, scale: str, n_threads: int, out_csv: str | Path,

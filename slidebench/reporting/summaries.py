@@ -124,7 +124,8 @@ def load_roofline(results_dir: str | Path) -> pd.DataFrame | None:
 
 
 # protocol.toml holds one protocol per file (the schema's [experiment] protocol); its runs use the
-# same labels and configurations as fig5, so the fair side of the comparison is fig5's matching runs.
+# same labels and configurations as fig8 (batch 128, scale small), so the fair side of the comparison is
+# fig8's matching runs.
 def _add_fair_counterpart(s: Summary, results_dir: Path) -> None:
     """Append the matching runs of the other protocol from PROTOCOL_FAIR_SOURCE (same label, dataset,
     seed, threads, batch size) when the protocol experiment itself has only one protocol."""
