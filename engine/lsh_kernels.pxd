@@ -560,6 +560,40 @@ cdef inline int lsh_hash_rows(const LSHTables* t, const float* W, long n, long r
     return 0
 
 
+cdef inline unsigned long long _sb_gcd(unsigned long long a, unsigned long long b) noexcept nogil:
+    cdef unsigned long long t_
+    while b:
+        t_ = a % b
+        a = b
+        b = t_
+    return a
+
+
+cdef inline void lsh_fifo_order(unsigned long long rseed, int l, int n, unsigned long long* a,
+                                unsigned long long* c) noexcept nogil:
+    """FIFO arrival order of table l in the build with stream `rseed`: position p holds id
+    (a*p + c) mod n, with a multiplier a in [n/4, 3n/4] coprime to n (a permutation of 0..n-1)."""
+    cdef unsigned long long h = _sb_mix64(rseed ^ (<unsigned long long>(l + 1) * 0xA24BAED4963EE407ULL))
+    cdef unsigned long long nn = <unsigned long long>n
+    if n <= 2:
+        a[0] = 1
+        c[0] = 0 if n <= 1 else (h & 1)
+        return
+    a[0] = nn // 4 + _sb_below(h, <unsigned int>(nn // 2 if nn // 2 > 0 else 1))
+    if a[0] == 0:
+        a[0] = 1
+    while _sb_gcd(a[0], nn) != 1:
+        a[0] += 1
+        if a[0] >= nn:
+            a[0] = 1
+    c[0] = _sb_below(_sb_mix64(h + 0x9E3779B97F4A7C15ULL), <unsigned int>n)
+
+
+cdef inline unsigned long long lsh_build_stream(const LSHTables* t) noexcept nogil:
+    """The random stream of the current build (reservoir draws, FIFO arrival order)."""
+    return _sb_mix64(_sb_subseed(t.seed, 5) + t.n_builds)
+
+
 # ------------------------------------------------------------------------------------- tables
 
 cdef inline int _sb_fill_table(LSHTables* t, const int* col, int n, int l, int* cur,
@@ -569,9 +603,9 @@ cdef inline int _sb_fill_table(LSHTables* t, const int* col, int n, int l, int* 
     cdef int bs = t.bucket_size, nb = 1 << t.range_pow
     cdef int* off = t.offsets + <long>l * (nb + 1)
     cdef int* ids = t.ids + <long>l * n
-    cdef int i, b, k, kb
+    cdef int i, b, k, kb, p
     cdef unsigned int r
-    cdef unsigned long long ls
+    cdef unsigned long long ls, fa = 1, fc = 0
     memset(off, 0, <size_t>(nb + 1) * 4)
     for i in range(n):
         off[col[i] + 1] += 1
@@ -581,8 +615,13 @@ cdef inline int _sb_fill_table(LSHTables* t, const int* col, int n, int l, int* 
             k = bs
         off[b + 1] = off[b] + k
     if t.insertion == SB_FIFO:
-        # walk backwards so that each bucket keeps its last bucket_size ids, stored in insertion order
-        for i in range(n - 1, -1, -1):
+        # ids arrive in a seeded order per (table, build): position p holds id (a*p + c) mod n, so an
+        # overflowing bucket keeps an unbiased choice of ids instead of always the highest ones. Walk
+        # the positions backwards so that each bucket keeps its last bucket_size arrivals, stored in
+        # arrival order.
+        lsh_fifo_order(rseed, l, n, &fa, &fc)
+        for p in range(n - 1, -1, -1):
+            i = <int>((fa * <unsigned long long>p + fc) % <unsigned long long>n)
             b = col[i]
             k = cur[b]
             kb = off[b + 1] - off[b]
@@ -611,7 +650,7 @@ cdef inline int _sb_fill_table(LSHTables* t, const int* col, int n, int l, int* 
 
 cdef inline int lsh_insert_all(LSHTables* t, const int* codes, int n, int n_threads) noexcept nogil:
     """Clear the tables and insert ids 0..n-1 with their codes (bulk; FIFO keeps the last
-    bucket_size ids in insertion order 0..n-1, reservoir a uniform sample of bucket_size ids,
+    bucket_size arrivals in a seeded arrival order per table and build (lsh_fifo_order), reservoir a uniform sample of bucket_size ids,
     seeded from t.seed so builds are deterministic). Parallel over tables."""
     cdef long nb = (<long>1) << t.range_pow
     cdef long need = <long>t.L * n
@@ -645,7 +684,7 @@ cdef inline int lsh_insert_all(LSHTables* t, const int* codes, int n, int n_thre
         free(scratch); free(codes_t)
         return SB_LSH_ENOMEM
     t.n_builds += 1
-    rseed = _sb_mix64(_sb_subseed(t.seed, 5) + t.n_builds)
+    rseed = lsh_build_stream(t)
     nblk = (n + 255) // 256
     with parallel(num_threads=n_threads):
         for blk in prange(nblk, schedule='static'):
@@ -723,8 +762,23 @@ cdef inline void _sb_radix_sort(unsigned long long* a, unsigned long long* b, in
     result[0] = src
 
 
+cdef inline long lsh_query_scratch_bytes(const LSHTables* t) noexcept nogil:
+    """Bytes of the scratch block a topk/threshold query of these tables needs (lsh_query_buf)."""
+    cdef long umax = <long>t.L * t.bucket_size
+    if umax > t.n_items:
+        umax = t.n_items
+    return 20 * (umax if umax > 0 else 1)
+
+
 cdef inline int lsh_query(const LSHTables* t, const int* keys, int mode, int target, int min_hits,
                           unsigned char* counts, int* out, int* out_counts, int max_out) noexcept nogil:
+    """lsh_query_buf with a scratch block allocated for this call (see lsh_query_buf)."""
+    return lsh_query_buf(t, keys, mode, target, min_hits, counts, out, out_counts, max_out, NULL)
+
+
+cdef inline int lsh_query_buf(const LSHTables* t, const int* keys, int mode, int target, int min_hits,
+                              unsigned char* counts, int* out, int* out_counts, int max_out,
+                              char* scratch) noexcept nogil:
     """Candidates for one vector with bucket keys `keys[0:L]`.
 
     `counts` is caller-owned per-thread scratch of n_items bytes, all zero on entry and left all zero
@@ -734,6 +788,8 @@ cdef inline int lsh_query(const LSHTables* t, const int* keys, int mode, int tar
 
     target <= 0 means "no cap but max_out" (vanilla, topk). Ties in topk/threshold: smaller id first.
     Returns SB_LSH_EINVAL for an unknown mode, SB_LSH_ENOMEM if the topk/threshold scratch cannot be had.
+    `scratch`: NULL (allocate per call) or a caller-owned block of lsh_query_scratch_bytes(t) bytes
+    (the network passes one per thread, so a query allocates nothing).
     """
     cdef int L = t.L, n = t.n_items, l, p, s, e, id_, ret = 0, cap, u = 0, m = 0, c, cstar, cum
     cdef int idbits, umax, i, stop = 0
@@ -788,9 +844,12 @@ cdef inline int lsh_query(const LSHTables* t, const int* keys, int mode, int tar
     umax = L * t.bucket_size
     if umax > n:
         umax = n
-    buf = <char*>malloc(<size_t>umax * 20)
-    if buf == NULL:
-        return SB_LSH_ENOMEM
+    if scratch != NULL:     # caller-owned per-thread block of lsh_query_scratch_bytes(t) bytes
+        buf = scratch
+    else:
+        buf = <char*>malloc(<size_t>umax * 20)
+        if buf == NULL:
+            return SB_LSH_ENOMEM
     ka = <unsigned long long*>buf
     kb = ka + umax
     U = <int*>(kb + umax)
@@ -835,5 +894,6 @@ cdef inline int lsh_query(const LSHTables* t, const int* keys, int mode, int tar
         out[i] = <int>(sorted_[i] & mask)
         if out_counts != NULL:
             out_counts[i] = 255 - <int>(sorted_[i] >> idbits)
-    free(buf)
+    if scratch == NULL:
+        free(buf)
     return ret
