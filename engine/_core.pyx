@@ -26,7 +26,7 @@ same reason.
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset, memcpy
-from libc.math cimport expf, logf, sqrtf, isnan
+from libc.math cimport expf, logf, sqrtf, isnan, acosf, powf
 from libc.stdint cimport uint64_t
 
 import time
@@ -110,6 +110,9 @@ cdef struct Net:
     int samp[MAXL]             # SAMP_* per layer
     int target[MAXL]           # sampler target per sample
     int min_active[MAXL]       # pad with random neurons up to this many
+    int lsh_cap[MAXL]          # LSH candidates kept per sample (lsh sampler), at most
+    int rand_block[MAXL]       # guaranteed block of uniformly random neurons per sample
+    int correct                # 1: log-inclusion-probability correction of the output softmax
     LSHTables* tab[MAXL]
     int qmode
     int min_hits
@@ -148,6 +151,14 @@ cdef struct Work:
     int hidden_only            # predict exact: stop before the output layer, copy last hidden to H
     float* H                   # [b * sizes[L-1]]
     float* topv                # [b * k]
+    int* n_lab                 # [b] output layer: distinct labels in the active set
+    int* n_lsh                 # [b] output layer: LSH candidates kept (labels excluded)
+    int* n_rand                # [b] output layer: uniformly random neurons (block + padding)
+    float* logq                # [slots * stride[L-1]] output layer: log inclusion probability
+    char* qbuf                 # [nt * qbuf_stride] per-thread lsh_query scratch (topk/threshold)
+    long qbuf_stride
+    int* hits                  # [nt * hits_stride] per-thread hit counts of the LSH candidates
+    long hits_stride
 
 
 cdef inline uint64_t seed_for(uint64_t a, long long b) noexcept nogil:
@@ -197,7 +208,9 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
     cdef float* bb
     cdef float z, mx, ssum, inv_b, zy, w
     cdef long rs
-    cdef int pn, is_out, tgt, ll
+    cdef int pn, is_out, tgt, ll, n_lsh = 0, m0 = 0, want_hits
+    cdef int* hc = NULL
+    cdef float* lq = NULL
     slot = tid if wk.per_thread else s
     ny = 0
     if wk.hidden_only:
@@ -210,6 +223,10 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
         rs = net.rs[l]
         bb = net.b[l]
         out = wk.act[l] + <long>slot * wk.stride[l]
+        want_hits = 0
+        if is_out and wk.training and net.correct and wk.logq != NULL and not wk.full[l]:
+            lq = wk.logq + <long>slot * wk.stride[l]
+            want_hits = net.samp[l] == SAMP_LSH and wk.hits != NULL
         # ---------------------------------------------------------------- active set
         if wk.full[l]:
             n = n_out
@@ -222,6 +239,10 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
                         ny += 1
                 for q in range(wk.yptr[s], wk.yptr[s + 1]):
                     marks[wk.yind[q]] = 0
+            if is_out and wk.n_lab != NULL:
+                wk.n_lab[s] = ny
+                wk.n_lsh[s] = 0
+                wk.n_rand[s] = 0
         else:
             ids_s = wk.ids[l] + <long>slot * wk.stride[l]
             n = 0
@@ -247,8 +268,12 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
                     lsh_hash_dense(net.tab[l], dense, keys)
                     for i in range(pn):
                         dense[pids[i]] = 0.0
-                nc = lsh_query(net.tab[l], keys, net.qmode, net.target[l], net.min_hits, counts,
-                               ids_s + n, NULL, net.target[l])
+                hc = NULL
+                if want_hits:
+                    hc = wk.hits + <long>tid * wk.hits_stride
+                nc = lsh_query_buf(net.tab[l], keys, net.qmode, net.lsh_cap[l], net.min_hits, counts,
+                                   ids_s + n, hc, net.lsh_cap[l],
+                                   wk.qbuf + <long>tid * wk.qbuf_stride if wk.qbuf != NULL else NULL)
                 if nc < 0:
                     return nc
                 if is_out and wk.n_cand != NULL:
@@ -261,18 +286,21 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
                     if not marks[j]:
                         marks[j] = 1
                         ids_s[n] = j
+                        if want_hits:    # hit count beside the id, for the inclusion probability
+                            lq[n] = hc[i]
                         n += 1
-            elif net.samp[l] == SAMP_RANDOM:
-                tgt = net.target[l]
-                if tgt > n_out - n:
-                    tgt = n_out - n
-                m = n + tgt
-                while n < m:
-                    j = sb_randint(&rng, n_out)
-                    if not marks[j]:
-                        marks[j] = 1
-                        ids_s[n] = j
-                        n += 1
+            n_lsh = n - ny
+            m0 = n
+            tgt = net.rand_block[l]      # the guaranteed block of uniformly random neurons
+            if tgt > n_out - n:
+                tgt = n_out - n
+            m = n + tgt
+            while n < m:
+                j = sb_randint(&rng, n_out)
+                if not marks[j]:
+                    marks[j] = 1
+                    ids_s[n] = j
+                    n += 1
             m = net.min_active[l]
             if is_out and wk.min_pad > m:
                 m = wk.min_pad
@@ -286,6 +314,10 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
                     n += 1
             for i in range(n):
                 marks[ids_s[i]] = 0
+            if is_out and wk.n_lab != NULL:
+                wk.n_lab[s] = ny
+                wk.n_lsh[s] = n_lsh
+                wk.n_rand[s] = n - m0
         wk.nact[l][slot] = n
         # ---------------------------------------------------------------- forward
         if l == 0:
@@ -350,6 +382,12 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
         for ll in range(L):
             memset(wk.dlt[ll] + <long>slot * wk.stride[ll], 0, wk.nact[ll][slot] * sizeof(float))
         return 0
+    if lq != NULL:                   # corrected logits z_i - log q_i (labels: q = 1)
+        pin = wk.act[l - 1] + <long>slot * wk.stride[l - 1]
+        log_inclusion(net, l, wk.ids[l] + <long>slot * wk.stride[l], out, pin, wk.full[l - 1], ny,
+                      wk.n_lsh[s], wk.n_rand[s], n, lq)
+        for i in range(n):
+            out[i] = out[i] - lq[i]
     mx = out[0]
     for i in range(1, n):
         if out[i] > mx:
@@ -375,6 +413,9 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
             d[i] = d[i] - inv_b / ny
             zy = zy + out[i]
     wk.loss[s] = logf(ssum) + mx - zy / ny
+    if lq != NULL:                   # restore the logits (labels have lq = 0, so zy is unchanged)
+        for i in range(n):
+            out[i] = out[i] + lq[i]
     # -------------------------------------------------------------------- backward to layer 0
     for l in range(L - 1, 0, -1):
         n_in = net.sizes[l]
@@ -402,6 +443,69 @@ cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
             if not (pin[q] > 0.0):
                 dp[q] = 0.0
     return 0
+
+
+cdef void log_inclusion(const Net* net, int l, const int* ids, const float* z, const float* h, int h_full,
+                       int ny, int n_lsh, int n_rand, int n, float* lq) noexcept nogil:
+    """log of each active output neuron's inclusion probability q (docs/engine.md, sampling correction).
+    Labels (positions < ny): q = 1. Others: q = q_lsh + (1 - q_lsh) * q_rand, where q_rand =
+    n_rand / (n_out - (ny + n_lsh)) is exact for the uniform part (block + padding, drawn without
+    replacement from the neurons not yet active) and q_lsh = 1 - (1 - P)^L with P the per-table
+    collision probability: SimHash (1 - angle(h, w_j)/pi)^K; DOPH J(h+, w_j+)^K (Jaccard of the
+    positive supports); WTA/DWTA (and DOPH behind a sampled layer) the observed hit fraction c_j/L of
+    the L tables (lq holds c_j on entry for the LSH positions; 0 for the uniform part). q is kept in
+    [1/n_out, 1]. z: the logits (z_j = b_j + w_j.h); h: the layer input (dense when h_full)."""
+    cdef int n_out = net.sizes[l + 1], n_in = net.sizes[l], i, j, q, fam = -1, K = 1, L = 1, inter, uni
+    cdef const LSHTables* t = net.tab[l]
+    cdef const float* w
+    cdef float qr = 0.0, ql, pc, P, hn = 0.0, wn, c, floor_ = 1.0 / n_out
+    if n_out > ny + n_lsh:
+        qr = <float>n_rand / <float>(n_out - ny - n_lsh)
+    if net.samp[l] == SAMP_LSH:
+        fam = t.family
+        K = t.K
+        L = t.L
+        if (fam == SB_SIMHASH or fam == SB_DOPH) and not h_full:
+            fam = SB_DWTA                # no dense input at hand: use the observed hit fraction
+    if fam == SB_SIMHASH:
+        hn = sqrtf(sb_dot(h, h, n_in))
+    for i in range(n):
+        if i < ny:
+            lq[i] = 0.0
+            continue
+        ql = 0.0
+        j = ids[i]
+        if fam == SB_SIMHASH:
+            w = net.W[l] + <long>j * net.rs[l]
+            wn = sqrtf(sb_dot(w, w, n_in))
+            pc = 0.5
+            if hn > 0.0 and wn > 0.0:
+                c = (z[i] - net.b[l][j]) / (hn * wn)
+                if c > 1.0:
+                    c = 1.0
+                if c < -1.0:
+                    c = -1.0
+                pc = 1.0 - acosf(c) / <float>3.141592653589793
+            P = powf(pc, <float>K)
+            ql = 1.0 - powf(1.0 - P, <float>L)
+        elif fam == SB_DOPH:
+            w = net.W[l] + <long>j * net.rs[l]
+            inter = 0
+            uni = 0
+            for q in range(n_in):
+                inter = inter + ((h[q] > 0.0) and (w[q] > 0.0))
+                uni = uni + ((h[q] > 0.0) or (w[q] > 0.0))
+            P = 1.0 if uni == 0 else powf(<float>inter / <float>uni, <float>K)
+            ql = 1.0 - powf(1.0 - P, <float>L)
+        elif fam >= 0:                   # hit fraction c_j / L (0 for the uniform part)
+            P = (lq[i] / <float>L) if i < ny + n_lsh else 0.0
+            ql = 1.0 - powf(1.0 - P, <float>L)
+        c = ql + (1.0 - ql) * qr
+        if c < floor_:
+            c = floor_
+        if c > 1.0:
+            c = 1.0
+        lq[i] = logf(c)
 
 
 cdef struct Upd:
@@ -573,6 +677,46 @@ cdef int bucket_rows(int b, const int* ids, const long* off, const int* cnt_s, i
     return nt
 
 
+cdef class Scratch:
+    """Per-thread scratch of a Core, one slice per OpenMP thread id. Every thread's slice starts on
+    its own 64-byte line with a line of padding after it, so threads never write the same cache line
+    (false sharing cost the second thread all its gain before this)."""
+    cdef public int nt
+    cdef public long maxn              # bytes/items per thread of counts, marks, dense
+    cdef public object counts          # uint8 [nt * maxn] lsh_query hit counters (zero between uses)
+    cdef public object marks           # uint8 [nt * maxn] active-set membership marks (zero between uses)
+    cdef public object dense           # float32 [nt * maxn] densified layer input for hashing
+    cdef public object keys            # int32 [nt * KEYS_STRIDE] hash keys
+    cdef public object grad            # float32 [nt * grad_stride] gradient row of the update pass
+    cdef public long grad_stride
+    cdef public object qbuf            # bytes [nt * qbuf_stride] topk/threshold query scratch
+    cdef public long qbuf_stride
+    cdef public object hits            # int32 [nt * hits_stride] hit counts of the LSH candidates
+    cdef public long hits_stride
+
+    def __init__(self, Core core, int nt):
+        cdef int l, L = core.net.n_layers
+        cdef long maxn = max(core.net.sizes[l] for l in range(L + 1))
+        cdef long maxrow = max([core.net.sizes[1]] + [core.net.sizes[l] for l in range(1, L)])
+        cdef long qsb = 64, hs = 64
+        for l in range(L):
+            if core.has_tab[l]:
+                qsb = max(qsb, 20L * min(<long>core.tabs[l].L * core.tabs[l].bucket_size, core.net.sizes[l + 1]))
+                hs = max(hs, <long>core.net.lsh_cap[l])
+        self.nt = nt
+        self.maxn = _pad(maxn)
+        self.counts = _aligned_zeros(nt * self.maxn, np.uint8)
+        self.marks = _aligned_zeros(nt * self.maxn, np.uint8)
+        self.dense = _aligned_zeros(nt * self.maxn, np.float32)
+        self.keys = _aligned_zeros(nt * KEYS_STRIDE, np.int32)
+        self.grad_stride = _pad(maxrow)
+        self.grad = _aligned_zeros(nt * self.grad_stride, np.float32)
+        self.qbuf_stride = _pad(qsb)
+        self.qbuf = _aligned_zeros(nt * self.qbuf_stride, np.int8)
+        self.hits_stride = _pad(hs)
+        self.hits = _aligned_zeros(nt * self.hits_stride, np.int32)
+
+
 cdef class Core:
     """Owner of the network's arrays and hash tables. Driven by engine/network.py:Network."""
     cdef Net net
@@ -582,14 +726,13 @@ cdef class Core:
     cdef list _bufs                        # the arrays behind them (per layer)
     cdef public str layout
     cdef list _layouts                     # per part: layer 0, later layers
-    cdef public int update_prefetch        # touched rows prefetched ahead in the update pass
     cdef public int n_threads
     cdef public long long step            # optimiser steps taken (Adam's t)
     cdef public long long samples_seen
     cdef public int opt
     cdef public double lr, b1, b2, eps
     cdef list _sort                        # per layer (cnt, rstart, touched) int32 arrays; [0] = features
-    cdef object _scratch                   # per-thread arrays
+    cdef Scratch _scratch                  # per-thread arrays
 
     def __cinit__(self):
         memset(self.tabs, 0, sizeof(self.tabs))
@@ -603,7 +746,7 @@ cdef class Core:
 
     def __init__(self, sizes, samplers, targets, min_active, *, str optimizer, double lr, double b1,
                  double b2, double eps, str query_mode, int min_hits, unsigned long long seed,
-                 int n_threads, str layout="wmv,soa"):
+                 int n_threads, str layout="wmv,soa", lsh_caps=None, rand_blocks=None, bint correct=False):
         cdef int l, L = len(sizes) - 1
         if L < 1 or L > MAXL:
             raise ValueError(f"the network must have 1..{MAXL} layers, got {L}")
@@ -621,11 +764,11 @@ cdef class Core:
                              f"separated by a comma (layer 0, later layers)")
         self.layout = layout
         self._layouts = parts
-        self.update_prefetch = PF_UPD
         self.net.n_layers = L
         self.net.seed = seed
         self.net.qmode = QUERY_MODES[query_mode]
         self.net.min_hits = min_hits
+        self.net.correct = 1 if correct else 0
         self.opt = OPT_ADAM if optimizer == "adam" else OPT_SGD
         self.lr, self.b1, self.b2, self.eps = lr, b1, b2, eps
         self.n_threads = max(1, n_threads)
@@ -643,6 +786,14 @@ cdef class Core:
             self.net.samp[l] = SAMPLERS[samplers[l]]
             self.net.target[l] = int(min(max(targets[l], 0), n_out))
             self.net.min_active[l] = int(min(max(min_active[l], 0), n_out))
+            # sampler composition: lsh = up to lsh_caps[l] candidates (default: the target) and a
+            # block of rand_blocks[l] uniform neurons (default 0); random = a block of `target`
+            if samplers[l] == "random":
+                self.net.lsh_cap[l] = 0
+                self.net.rand_block[l] = self.net.target[l]
+            else:
+                self.net.lsh_cap[l] = self.net.target[l] if lsh_caps is None else int(min(max(lsh_caps[l], 0), n_out))
+                self.net.rand_block[l] = 0 if rand_blocks is None else int(min(max(rand_blocks[l], 0), n_out))
             rows = n_in if l == 0 else n_out
             fan = n_out if l == 0 else n_in
             self._alloc_rows(l, rows, fan)
@@ -733,6 +884,7 @@ cdef class Core:
                 f"dim={dim} K={K} L={L} range_pow={range_pow} bucket_size={bucket_size} insertion={insertion}")
         self.has_tab[l] = 1
         self.net.tab[l] = &self.tabs[l]
+        self._scratch = None          # the query scratch is sized by the tables
 
     def new_functions(self, int l, unsigned long long seed):
         """The paper's 'rebuild': new hash functions (call build() afterwards)."""
@@ -760,6 +912,15 @@ cdef class Core:
                 raise MemoryError(f"out of memory while building the LSH tables of layer {l}")
             raise RuntimeError(f"lsh_build failed for layer {l} (code {rc})")
 
+    def table_builds(self, int l, long long set_to=-1) -> int:
+        """Builds of layer l's tables since its functions were drawn (the build's random stream:
+        reservoir draws, FIFO arrival order); `set_to` >= 0 restores it (load)."""
+        if not self.has_tab[l]:
+            raise ValueError(f"layer {l} has no LSH tables")
+        if set_to >= 0:
+            self.tabs[l].n_builds = <unsigned long long>set_to
+        return int(self.tabs[l].n_builds)
+
     def table_nbytes(self, int l) -> int:
         if not self.has_tab[l]:
             return 0
@@ -772,19 +933,24 @@ cdef class Core:
         return nb
 
     # ------------------------------------------------------------------------------- scratch
-    cdef _get_scratch(self, int nt):
-        """Per-thread scratch: every thread's part starts on its own 64-byte line with a line of
-        padding after it, so threads never write the same cache line (false sharing cost the second
-        thread all its gain before this)."""
-        cdef long maxn = max(self.net.sizes[l] for l in range(self.net.n_layers + 1))
-        cdef long maxrow = max([self.net.sizes[1]] + [self.net.sizes[l] for l in range(1, self.net.n_layers)])
-        maxn = _pad(maxn)
-        maxrow = _pad(maxrow)
-        if self._scratch is None or self._scratch[0] < nt:
-            self._scratch = (nt, maxn, _aligned_zeros(nt * maxn, np.uint8), _aligned_zeros(nt * maxn, np.uint8),
-                             _aligned_zeros(nt * maxn, np.float32), _aligned_zeros(nt * KEYS_STRIDE, np.int32),
-                             _aligned_zeros(nt * maxrow, np.float32), maxrow)
+    cdef Scratch _get_scratch(self, int nt):
+        """Per-thread scratch (see Scratch), grown when more threads are asked for."""
+        if self._scratch is None or self._scratch.nt < nt:
+            self._scratch = Scratch(self, nt)
         return self._scratch
+
+    cdef void _attach_scratch(self, Work* wk, Scratch sc):
+        cdef unsigned char[::1] u8
+        cdef float[::1] f1
+        cdef int[::1] i1
+        cdef char[::1] c1
+        wk.maxn = sc.maxn
+        u8 = sc.counts; wk.counts = &u8[0]
+        u8 = sc.marks; wk.marks = &u8[0]
+        f1 = sc.dense; wk.dense = &f1[0]
+        i1 = sc.keys; wk.keys = &i1[0]
+        c1 = sc.qbuf; wk.qbuf = &c1[0]; wk.qbuf_stride = sc.qbuf_stride
+        i1 = sc.hits; wk.hits = &i1[0]; wk.hits_stride = sc.hits_stride
 
     cdef _setup_work(self, Work* wk, int b, int slots, int training, int exact, int max_labels, list keep):
         """Fill the per-layer buffers of `wk` (arrays appended to `keep` to stay alive)."""
@@ -797,7 +963,8 @@ cdef class Core:
             if wk.full[l]:
                 cap = n_out
             else:
-                cap = max(self.net.target[l], self.net.min_active[l], wk.min_pad, 1)
+                cap = max(self.net.target[l], self.net.lsh_cap[l] + self.net.rand_block[l],
+                          self.net.min_active[l], wk.min_pad, 1)
                 if l == L - 1 and training:
                     cap += max_labels
                 cap = min(cap, n_out)
@@ -833,6 +1000,7 @@ cdef class Core:
         cdef BucketJob bj[MAXL]
         cdef int lq
         cdef double loss_sum
+        cdef Scratch sc
         for l in range(L):
             if net.samp[l] == SAMP_LSH and not self.has_tab[l]:
                 raise RuntimeError(f"layer {l} uses the lsh sampler but has no tables")
@@ -845,10 +1013,16 @@ cdef class Core:
         wk.xval = &xval[0] if xval.shape[0] else NULL
         wk.yptr = &yptr[0]; wk.yind = &yind[0] if yind.shape[0] else NULL
         sc = self._get_scratch(nt)
-        wk.maxn = sc[1]
-        u8a = sc[2]; u8b = sc[3]; f1 = sc[4]; i1 = sc[5]; f2 = sc[6]
-        wk.counts = &u8a[0]; wk.marks = &u8b[0]; wk.dense = &f1[0]; wk.keys = &i1[0]
+        self._attach_scratch(&wk, sc)
+        f2 = sc.grad
         self._setup_work(&wk, b, b, 1, 0, max_labels, keep)
+        parts = np.zeros((3, b), np.int32); keep.append(parts)
+        i1 = parts[0]; wk.n_lab = &i1[0]
+        i1 = parts[1]; wk.n_lsh = &i1[0]
+        i1 = parts[2]; wk.n_rand = &i1[0]
+        if self.net.correct:
+            lqa = _aligned_zeros(<long>b * wk.stride[L - 1], np.float32); keep.append(lqa)
+            f1 = lqa; wk.logq = &f1[0]
         lossv = np.zeros(b, np.float32); keep.append(lossv); wk.loss = &lossv[0]
         ncand = np.full(b, -1, np.int32); wk.n_cand = &ncand[0]
         # ---- phase 1: per-sample forward/backward
@@ -869,7 +1043,7 @@ cdef class Core:
         memset(&u, 0, sizeof(Upd))
         u.opt = self.opt
         u.b1 = self.b1; u.b2 = self.b2
-        u.pf = max(1, self.update_prefetch)
+        u.pf = PF_UPD
         if self.opt == OPT_ADAM:
             bc1 = 1.0 - self.b1 ** self.step
             bc2 = 1.0 - self.b2 ** self.step
@@ -887,7 +1061,7 @@ cdef class Core:
             n_out = net.sizes[l + 1]
             us[l].row_len = n_out if l == 0 else net.sizes[l]
             us[l].grad = &f2[0]
-            us[l].grad_stride = sc[7]
+            us[l].grad_stride = sc.grad_stride
             us[l].W = net.W[l]; us[l].rs = net.rs[l]
             us[l].M = net.M[l]; us[l].V = net.V[l]; us[l].rsm = net.rsm[l]
             if self.opt == OPT_ADAM:
@@ -968,7 +1142,14 @@ cdef class Core:
                     layers.append([ids_all[s, :na[s]].copy() for s in range(b)])
             stats["active_layers"] = layers
             stats["active"] = layers[L - 1]
+            stats["active_parts"] = parts.T.copy()          # [b, 3]: labels, lsh, random
+            if self.net.correct and not wk.full[L - 1]:
+                lqall = np.asarray(lqa).reshape(b, wk.stride[L - 1])
+                stats["logq"] = [lqall[s, :n_act[s]].copy() for s in range(b)]
         stats["mean_active_out"] = float(n_act.mean())
+        stats["active_labels"] = float(parts[0].mean())
+        stats["active_lsh"] = float(parts[1].mean())
+        stats["active_random"] = float(parts[2].mean())
         nc = np.asarray(ncand)
         stats["mean_lsh_candidates"] = float(nc[nc >= 0].mean()) if (nc >= 0).any() else float("nan")
         return loss_sum / b, stats
@@ -1002,6 +1183,62 @@ cdef class Core:
                     g = g + wk.dlt[0][ep[e]]
                 bias_step(u, bb, j, g)
 
+    # ------------------------------------------------------------------------------- queries
+    def hidden(self, int[::1] xptr, int[::1] xind, float[::1] xval, int n, int n_threads=0):
+        """float32 [n, sizes[L-1]]: the last hidden layer's activations, every layer exact."""
+        cdef Work wk
+        cdef int nt = max(1, min(n_threads if n_threads > 0 else self.n_threads, max(n, 1))), tid = 0, s
+        cdef list keep = []
+        cdef Scratch sc
+        cdef float[::1] Hv
+        H = np.zeros((n, self.net.sizes[self.net.n_layers - 1]), np.float32)
+        if n == 0:
+            return H
+        memset(&wk, 0, sizeof(Work))
+        wk.b = n; wk.exact = 1; wk.per_thread = 1; wk.hidden_only = 1
+        wk.xptr = &xptr[0]; wk.xind = &xind[0] if xind.shape[0] else NULL
+        wk.xval = &xval[0] if xval.shape[0] else NULL
+        sc = self._get_scratch(nt)
+        self._attach_scratch(&wk, sc)
+        self._setup_work(&wk, n, nt, 0, 1, 0, keep)
+        Hv = H.reshape(-1)
+        wk.H = &Hv[0]
+        with nogil, parallel(num_threads=nt):
+            tid = threadid()
+            for s in prange(n, schedule="dynamic", chunksize=4):
+                sample_pass(&self.net, &wk, s, tid)
+        return H
+
+    def query_dense(self, int l, float[:, ::1] H, int max_out):
+        """The LSH candidates of layer l for the dense layer inputs H [n, sizes[l]] (rows), as the
+        training sampler's LSH part asks for them (query mode, min_hits, up to max_out ids; no labels,
+        no random neurons). Returns (indptr int64 [n+1], ids int32). Serial; for untimed metrics."""
+        cdef int n = H.shape[0], i, nc
+        cdef Scratch sc
+        cdef Work wk
+        if not self.has_tab[l]:
+            raise ValueError(f"layer {l} has no LSH tables")
+        if H.shape[1] != self.net.sizes[l]:
+            raise ValueError(f"H must have {self.net.sizes[l]} columns, got {H.shape[1]}")
+        max_out = max(0, min(max_out, self.net.sizes[l + 1]))
+        sc = self._get_scratch(1)
+        memset(&wk, 0, sizeof(Work))
+        self._attach_scratch(&wk, sc)
+        out = np.empty((max(n, 1), max(max_out, 1)), np.int32)
+        cnt = np.zeros(n + 1, np.int64)
+        cdef int[:, ::1] o = out
+        cdef long long[::1] c = cnt
+        for i in range(n):
+            with nogil:
+                lsh_hash_dense(&self.tabs[l], &H[i, 0], wk.keys)
+                nc = lsh_query_buf(&self.tabs[l], wk.keys, self.net.qmode, max_out, self.net.min_hits,
+                                   wk.counts, &o[i, 0], NULL, max_out, wk.qbuf)
+            if nc < 0:
+                raise RuntimeError(f"LSH query failed (code {nc})")
+            c[i + 1] = c[i] + nc
+        ids = np.concatenate([out[i, :cnt[i + 1] - cnt[i]] for i in range(n)]) if n else np.empty(0, np.int32)
+        return cnt, ids.astype(np.int32)
+
     # ------------------------------------------------------------------------------- predict
     def predict(self, int[::1] xptr, int[::1] xind, float[::1] xval, int n, int k, bint exact,
                 int n_threads=0):
@@ -1014,6 +1251,7 @@ cdef class Core:
         cdef unsigned char[::1] u8a, u8b
         cdef float[::1] f1, tv
         cdef int[::1] i1, ti
+        cdef Scratch sc
         out = np.full((n, k), -1, np.int32)
         if n == 0:
             return out
@@ -1032,9 +1270,7 @@ cdef class Core:
         wk.xptr = &xptr[0]; wk.xind = &xind[0] if xind.shape[0] else NULL
         wk.xval = &xval[0] if xval.shape[0] else NULL
         sc = self._get_scratch(nt)
-        wk.maxn = sc[1]
-        u8a = sc[2]; u8b = sc[3]; f1 = sc[4]; i1 = sc[5]
-        wk.counts = &u8a[0]; wk.marks = &u8b[0]; wk.dense = &f1[0]; wk.keys = &i1[0]
+        self._attach_scratch(&wk, sc)
         self._setup_work(&wk, n, nt, 0, exact, 0, keep)
         tv = np.empty(<long>n * k, np.float32)
         ti = out.reshape(-1)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,11 @@ _DEFAULTS: dict[str, Any] = {
     "range_pow": 18, "bucket_size": 128, "insertion": "fifo", "active": 0.005, "min_active": None,
     "threshold_m": 2, "rehash": "fixed", "rehash_every": 6400, "rebuild_every": 128000,
     "rehash_n0": 50, "rehash_decay": 0.05, "batch_size": None, "predict_mode": "exact",
+    "lsh_active": None, "random_active": 0, "correction": "none",
 }
+CORRECTIONS = ("none", "logq")
+# per-code collision probability of two unrelated vectors, for K = "auto" (docs/engine.md)
+_AUTO_P = {"simhash": 0.5, "doph": 1.0 / 3.0}
 
 
 @dataclass
@@ -47,7 +50,7 @@ class Config:
     sampler: str
     lsh_layers: list[int]
     hash: str
-    K: int
+    K: int | str
     L: int
     range_pow: int
     bucket_size: int
@@ -62,6 +65,9 @@ class Config:
     rehash_decay: float
     batch_size: int | None
     predict_mode: str
+    lsh_active: float | None = None
+    random_active: float = 0
+    correction: str = "none"
     params: dict[str, Any] = field(default_factory=dict)   # the params as given (for save/describe)
 
     @property
@@ -88,8 +94,61 @@ class Config:
         m = self.target(l) if self.min_active is None else int(self.min_active)
         return min(m, n)
 
+    def _share(self, v: float, l: int) -> int:
+        """A fraction (< 1) of layer l's target, or a count."""
+        return math.ceil(v * self.target(l)) if 0 < v < 1 else int(v)
+
+    def rand_block(self, l: int) -> int:
+        """The guaranteed block of uniformly random neurons per sample (lsh sampler)."""
+        return min(self._share(self.random_active, l), self.sizes[l + 1])
+
+    def lsh_cap(self, l: int) -> int:
+        """LSH candidates kept per sample, at most (lsh sampler): `lsh_active`, or the target minus
+        the random block."""
+        if self.lsh_active is None:
+            return max(self.target(l) - self.rand_block(l), 0)
+        return min(self._share(self.lsh_active, l), self.sizes[l + 1])
+
+    def K_for(self, l: int) -> int:
+        """K of layer l's tables: the configured one, or for K = "auto" auto_K(...)."""
+        if self.K != "auto":
+            return int(self.K)
+        return auto_K(self.hash, self.sizes[l], self.sizes[l + 1], self.L, self.range_pow, self.bucket_size,
+                      self.lsh_cap(l))
+
     def uses_tables(self) -> bool:
         return self.sampler in LSH_SAMPLERS
+
+
+def expected_candidates(family: str, dim: int, n: int, K: int, L: int, range_pow: int, bucket_size: int) -> float:
+    """Expected distinct neurons the L hit buckets hold for a query unrelated to the weights:
+    n * (1 - (1 - P)^L), P = p^K + (1 - p^K) 2^-range_pow (a key folded into range_pow bits collides
+    by chance too), p the per-code collision probability of unrelated vectors (SimHash 1/2, WTA/DWTA
+    1/window, DOPH 1/3), capped at L * bucket_size."""
+    if family in ("wta", "dwta"):
+        w = 1
+        while w * 2 <= min(8, dim):
+            w *= 2
+        p = 1.0 / w
+    else:
+        p = _AUTO_P[family]
+    pk = p ** K
+    P = pk + (1.0 - pk) * 2.0 ** -range_pow
+    return min(n * (1.0 - (1.0 - P) ** L), float(L * bucket_size), float(n))
+
+
+def auto_K(family: str, dim: int, n: int, L: int, range_pow: int, bucket_size: int, share: int) -> int:
+    """The largest K (1..32) whose expected_candidates still covers the LSH share: the most selective
+    hash that fills it. K = 1 when even K = 1 falls short."""
+    best = 1
+    for K in range(1, 33):
+        if K * L > 4096:
+            break
+        if expected_candidates(family, dim, n, K, L, range_pow, bucket_size) >= max(share, 1):
+            best = K
+        else:
+            break
+    return best
 
 
 def _int(params: dict, key: str, lo: int, hi: int | None = None) -> int:
@@ -166,6 +225,19 @@ def parse_config(n_features: int, n_labels: int, params: dict[str, Any] | None) 
     min_active = None if p["min_active"] is None else _int(p, "min_active", 0)
     batch_size = None if p["batch_size"] is None else _int(p, "batch_size", 1)
     L = _int(p, "L", 1, 255)
+    K = "auto" if p["K"] == "auto" else _int(p, "K", 1, 64)
+    correction = _choice(p, "correction", CORRECTIONS)
+    random_active = p["random_active"]
+    if isinstance(random_active, bool) or not isinstance(random_active, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(random_active) or random_active < 0 or (random_active >= 1 and not float(random_active).is_integer()):
+        raise ValueError(f"param 'random_active' must be 0, a fraction < 1 of the active target or a whole "
+                         f"count >= 1; got {random_active!r}")
+    lsh_active = p["lsh_active"]
+    if lsh_active is not None and (isinstance(lsh_active, bool) or not isinstance(lsh_active, (int, float, np.integer, np.floating))
+                                   or not math.isfinite(lsh_active) or lsh_active < 0
+                                   or (lsh_active >= 1 and not float(lsh_active).is_integer())):
+        raise ValueError(f"param 'lsh_active' must be a fraction < 1 of the active target or a whole count; "
+                         f"got {lsh_active!r}")
     cfg = Config(
         n_features=int(n_features), n_labels=int(n_labels), hidden=hidden,
         optimizer=_choice(p, "optimizer", ("adam", "sgd")),
@@ -173,15 +245,27 @@ def parse_config(n_features: int, n_labels: int, params: dict[str, Any] | None) 
         beta2=_float(p, "beta2", 0.0, 1.0, lo_open=False), eps=_float(p, "eps", 0.0, lo_open=False),
         init_std=_float(p, "init_std", 0.0, lo_open=False),
         sampler=_choice(p, "sampler", SAMPLERS), lsh_layers=lsh_layers,
-        hash=_choice(p, "hash", FAMILIES), K=_int(p, "K", 1, 64), L=L,
+        hash=_choice(p, "hash", FAMILIES), K=K, L=L,
         range_pow=_int(p, "range_pow", 1, MAX_RANGE_POW), bucket_size=_int(p, "bucket_size", 1),
         insertion=_choice(p, "insertion", ("fifo", "reservoir")), active=active, min_active=min_active,
         threshold_m=_int(p, "threshold_m", 1, L), rehash=_choice(p, "rehash", ("fixed", "exponential")),
         rehash_every=_int(p, "rehash_every", 1), rebuild_every=_int(p, "rebuild_every", 1),
         rehash_n0=_int(p, "rehash_n0", 1), rehash_decay=_float(p, "rehash_decay", 0.0, lo_open=False),
         batch_size=batch_size, predict_mode=_choice(p, "predict_mode", ("exact", "lsh")),
-        params=params,
+        lsh_active=None if lsh_active is None else float(lsh_active), random_active=float(random_active),
+        correction=correction, params=params,
     )
+    for l in range(n_layers):
+        if cfg.layer_sampler(l) != "lsh":
+            continue
+        T = cfg.target(l)
+        if cfg.rand_block(l) > T:
+            raise ValueError(f"param 'random_active' = {random_active} asks for {cfg.rand_block(l)} random neurons "
+                             f"in layer {l}, above its active target of {T} ('active')")
+        if cfg.lsh_cap(l) + cfg.rand_block(l) > T:
+            raise ValueError(f"param 'lsh_active' = {lsh_active} asks for {cfg.lsh_cap(l)} LSH candidates in layer "
+                             f"{l}, which with the random block of {cfg.rand_block(l)} is above its active target "
+                             f"of {T} ('active')")
     return cfg
 
 
@@ -198,7 +282,7 @@ def _estimate(cfg: Config, n_threads: int = 1) -> dict[str, int]:
             n = sizes[l + 1]
             # CSR-like tables: offsets per bucket per table + one id per neuron per table,
             # plus the codes array of a build and the hash functions (at most a float per dim per hash)
-            tables += cfg.L * ((1 << cfg.range_pow) + 1) * 4 + 2 * cfg.L * n * 4 + cfg.K * cfg.L * 8 + sizes[l] * 4 * cfg.L
+            tables += cfg.L * ((1 << cfg.range_pow) + 1) * 4 + 2 * cfg.L * n * 4 + cfg.K_for(l) * cfg.L * 8 + sizes[l] * 4 * cfg.L
     b = cfg.batch_size or 128
     maxn = max(sizes)
     per_sample = 0
@@ -265,18 +349,21 @@ def _check_csr(X, name: str, n_cols: int) -> sp.csr_matrix:
     return X
 
 
-def _layout() -> str:
+DEFAULT_LAYOUT = "wmv,soa"
+
+
+def _layout(v: str | None) -> str:
     """In-memory layout of weight and Adam-moment rows (internal; results do not depend on it), for
     layer 0 and for the later layers: "wmv" interleaves each row's weight, m and v ([rows][3][fan]) so
     a touched row is one contiguous block; "mv" interleaves only m and v; "soa" keeps three separate
     arrays. Default "wmv,soa": layer 0's rows are only ever touched sparsely (the features of a batch),
     while the output layer is also streamed whole (the `full` sampler, exact predict, rehash), which
-    interleaving slows down. SLIDEBENCH_ENGINE_LAYOUT overrides it for benchmarking the alternatives."""
-    v = os.environ.get("SLIDEBENCH_ENGINE_LAYOUT", "wmv,soa")
+    interleaving slows down. Benchmarks pass another one to `Network(layout=...)`."""
+    v = DEFAULT_LAYOUT if v is None else v
     parts = v.split(",")
     if not 1 <= len(parts) <= 2 or any(p not in ("wmv", "mv", "soa") for p in parts):
-        raise ValueError(f"SLIDEBENCH_ENGINE_LAYOUT must be one of wmv, mv, soa or two of them separated by "
-                         f"a comma (layer 0, later layers); got {v!r}")
+        raise ValueError(f"layout must be one of wmv, mv, soa or two of them separated by a comma "
+                         f"(layer 0, later layers); got {v!r}")
     return v
 
 
@@ -296,7 +383,8 @@ class Network:
     Build with ``Network.from_params``; see docs/engine.md for the exact semantics.
     """
 
-    def __init__(self, cfg: Config, *, seed: int = 0, n_threads: int = 1, _init_weights: bool = True):
+    def __init__(self, cfg: Config, *, seed: int = 0, n_threads: int = 1, layout: str | None = None,
+                 _init_weights: bool = True):
         if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
             raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -313,7 +401,8 @@ class Network:
             cfg.sizes, samplers, [cfg.target(l) for l in range(L)], [cfg.min_active_for(l) for l in range(L)],
             optimizer=cfg.optimizer, lr=cfg.lr, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps,
             query_mode=qmode, min_hits=cfg.threshold_m, seed=self.engine_seed, n_threads=self.n_threads,
-            layout=_layout())
+            layout=_layout(layout), lsh_caps=[cfg.lsh_cap(l) for l in range(L)],
+            rand_blocks=[cfg.rand_block(l) for l in range(L)], correct=cfg.correction == "logq")
         if _init_weights:
             rng = np.random.default_rng(derive_seed(self.seed, "init"))
             for l in range(L):
@@ -336,15 +425,15 @@ class Network:
                    "step_time_s": 0.0, "active_out_sum": 0.0, "touched_frac_sum": 0.0,
                    "lsh_cand_sum": 0.0, "lsh_cand_batches": 0}
         for l in self._tabled:
-            self._core.init_tables(l, cfg.hash, cfg.K, cfg.L, cfg.range_pow, cfg.bucket_size, cfg.insertion,
+            self._core.init_tables(l, cfg.hash, cfg.K_for(l), cfg.L, cfg.range_pow, cfg.bucket_size, cfg.insertion,
                                    self._table_seed(l))
         self._build_tables()
 
     # -------------------------------------------------------------------------------- build
     @classmethod
     def from_params(cls, n_features: int, n_labels: int, params: dict[str, Any] | None, *, seed: int = 0,
-                    n_threads: int = 1) -> "Network":
-        return cls(parse_config(n_features, n_labels, params), seed=seed, n_threads=n_threads)
+                    n_threads: int = 1, layout: str | None = None) -> "Network":
+        return cls(parse_config(n_features, n_labels, params), seed=seed, n_threads=n_threads, layout=layout)
 
     def _table_seed(self, l: int) -> int:
         ss = np.random.SeedSequence([self.engine_seed, 1 + l, self._generation.get(l, 0)])
@@ -390,12 +479,6 @@ class Network:
             self._n_rehash_exp += 1
             self._since_rehash = self._batches_since_rehash = 0
 
-    def next_rehash_interval_batches(self) -> int | None:
-        """For the exponential schedule: batches between the current and the next rehash."""
-        if self.cfg.rehash != "exponential":
-            return None
-        return max(1, round(self.cfg.rehash_n0 * math.exp(self.cfg.rehash_decay * self._n_rehash_exp)))
-
     # -------------------------------------------------------------------------------- train
     def train_batch(self, X, Y) -> float:
         """One optimiser step on the batch; returns the batch's mean softmax cross-entropy."""
@@ -413,6 +496,8 @@ class Network:
                                           self.debug_keep_active)
         self.last_active = st.get("active")
         self.last_active_layers = st.get("active_layers")
+        self.last_active_parts = st.get("active_parts")
+        self.last_logq = st.get("logq")
         c = self._c
         c["step_time_s"] += time.perf_counter() - t0
         c["steps"] += 1
@@ -420,6 +505,8 @@ class Network:
         c["time_forward_backward_s"] = c.get("time_forward_backward_s", 0.0) + st["time_forward_backward_s"]
         c["time_update_s"] = c.get("time_update_s", 0.0) + st["time_update_s"]
         c["active_out_sum"] += st["mean_active_out"] * b
+        for key in ("active_labels", "active_lsh", "active_random"):
+            c[key + "_sum"] = c.get(key + "_sum", 0.0) + st[key] * b
         c["touched_frac_sum"] += st["touched_rows_out"] / self.cfg.n_labels
         if not math.isnan(st["mean_lsh_candidates"]):
             c["lsh_cand_sum"] += st["mean_lsh_candidates"] * b
@@ -509,6 +596,7 @@ class Network:
             "since_rehash": self._since_rehash, "since_rebuild": self._since_rebuild,
             "batches_since_rehash": self._batches_since_rehash, "n_rehash_exp": self._n_rehash_exp,
             "counters": self._c, "n_threads": self.n_threads,
+            "table_builds": {str(l): self._core.table_builds(l) for l in self._tabled},
         }
         arrays["state"] = np.frombuffer(json.dumps(state).encode(), np.uint8)
         tmp = path.with_name(path.name + ".tmp.npz")
@@ -550,9 +638,12 @@ class Network:
         core.step = state["step"]
         core.samples_seen = state["samples_seen"]
         self._generation = {l: gens.get(l, 0) for l in self._tabled}
+        builds = {int(k): v for k, v in state.get("table_builds", {}).items()}
         for l in self._tabled:
             if self._generation[l]:
                 self._core.new_functions(l, self._table_seed(l))
+            if l in builds:      # the rebuild below continues the saved build stream
+                self._core.table_builds(l, max(builds[l] - 1, 0))
         self._build_tables()
         self._since_rehash = state["since_rehash"]
         self._since_rebuild = state["since_rebuild"]
@@ -585,11 +676,40 @@ class Network:
             "time_forward_backward_s": c.get("time_forward_backward_s", 0.0),
             "time_update_s": c.get("time_update_s", 0.0),
             "table_bytes": self.table_bytes(),
+            # per-sample means since the start (SlideTrainer reports them per train_steps call)
+            "active_labels": c.get("active_labels_sum", 0.0) / s, "active_lsh": c.get("active_lsh_sum", 0.0) / s,
+            "active_random": c.get("active_random_sum", 0.0) / s,
         }
+
+    # -------------------------------------------------------------------------------- recall
+    def lsh_candidates(self, X, max_out: int | None = None) -> list[np.ndarray]:
+        """For each row of X, the output layer's LSH candidates as the training sampler's LSH part
+        gets them (up to its LSH share, or max_out), from exact hidden activations. Untimed; only for
+        a network whose output layer is LSH-sampled."""
+        l = self.cfg.n_layers - 1
+        if l not in self._tabled:
+            raise ValueError("lsh_candidates: the output layer has no LSH tables (sampler is not an LSH one)")
+        X = _check_csr(X, "X", self.cfg.n_features)
+        if l > 0 and self.cfg.layer_sampler(l - 1) != "full":
+            raise ValueError("lsh_candidates: only for a network whose last hidden layer is computed in full")
+        H = self._core.hidden(X.indptr, X.indices, X.data, X.shape[0], self.n_threads)
+        cap = self.cfg.lsh_cap(l) if max_out is None else int(max_out)
+        indptr, ids = self._core.query_dense(l, np.ascontiguousarray(H, np.float32), cap)
+        return [ids[indptr[i]:indptr[i + 1]] for i in range(X.shape[0])]
+
+    def lsh_recall(self, X, k: int = 10) -> float:
+        """Mean over the rows of X of |LSH candidates & exact top-k outputs| / k."""
+        cands = self.lsh_candidates(X)
+        top = self.predict_topk(X, k, mode="exact")
+        hits = [np.intersect1d(c, t[t >= 0]).size / k for c, t in zip(cands, top)]
+        return float(np.mean(hits)) if hits else float("nan")
 
     def describe(self) -> dict[str, Any]:
         return {"sizes": self.cfg.sizes, "sampler": self.cfg.sampler, "lsh_layers": self.cfg.lsh_layers,
                 "layer_samplers": [self.cfg.layer_sampler(l) for l in range(self.cfg.n_layers)],
                 "targets": [self.cfg.target(l) for l in range(self.cfg.n_layers)],
+                "lsh_caps": [self.cfg.lsh_cap(l) for l in range(self.cfg.n_layers)],
+                "random_blocks": [self.cfg.rand_block(l) for l in range(self.cfg.n_layers)],
+                "K": [self.cfg.K_for(l) for l in self._tabled], "correction": self.cfg.correction,
                 "n_threads": self.n_threads, "seed": self.seed, "kernels": _core.kernels_dispatch(),
                 "memory_estimate_bytes": self.memory_estimate["total"], "table_bytes": self.table_bytes()}
