@@ -62,6 +62,9 @@ class SlideTrainer:
         self.net = Network.from_params(data.n_features, data.n_labels, engine_params,
                                        seed=derive_seed(seed, "slide"), n_threads=self.n_threads)
         self.stream = data.batches(self.batch_size, seed, shuffle=shuffle)
+        self._recall_seed = derive_seed(seed, "lsh_recall")
+        self._recall_rows: np.ndarray | None = None
+        self._parts_mark = self._parts_sums()
 
     def train_steps(self, n_steps: int) -> StepStats:
         if self.net is None or self.stream is None:
@@ -78,8 +81,38 @@ class SlideTrainer:
             done += 1
             if math.isnan(loss):     # diverged: stop early, the runner sees the NaN
                 break
+        counters = self.net.counters()
+        # active-set composition: per-sample means over the samples of this call
+        mark, self._parts_mark = self._parts_mark, self._parts_sums()
+        n = max(self._parts_mark[0] - mark[0], 1)
+        for i, key in enumerate(("active_labels", "active_lsh", "active_random")):
+            counters[key] = (self._parts_mark[1 + i] - mark[1 + i]) / n
         return StepStats(n_steps=done, n_samples=n_samples, loss=loss_sum / max(n_samples, 1),
-                         epoch=self.stream.epoch_progress, counters=self.net.counters())
+                         epoch=self.stream.epoch_progress, counters=counters)
+
+    def _parts_sums(self) -> tuple[float, float, float, float]:
+        c = self.net._c
+        return (c["samples"], c.get("active_labels_sum", 0.0), c.get("active_lsh_sum", 0.0),
+                c.get("active_random_sum", 0.0))
+
+    RECALL_QUERIES: ClassVar[int] = 256
+
+    def eval_metrics(self, X_csr: sp.csr_matrix) -> dict[str, float]:
+        """Untimed metrics the runner logs at each evaluation. For an LSH sampler:
+        ``lsh_recall_at_10``, recall@10 of the output layer's LSH candidates (its LSH share, as the
+        training sampler asks for them) against the exact top-10 output neurons, on a fixed sample of
+        at most 256 of these rows (chosen once, from the run seed); {} for full/random samplers."""
+        if self.net is None:
+            raise RuntimeError("slide: setup() must be called before eval_metrics()")
+        cfg = self.net.cfg
+        if cfg.layer_sampler(cfg.n_layers - 1) != "lsh" or X_csr.shape[0] == 0:
+            return {}
+        n = X_csr.shape[0]
+        if self._recall_rows is None or self._recall_rows.max(initial=-1) >= n:
+            rng = np.random.default_rng(self._recall_seed)
+            self._recall_rows = np.sort(rng.choice(n, size=min(n, self.RECALL_QUERIES), replace=False))
+        X = sp.csr_matrix(X_csr)[self._recall_rows]
+        return {"lsh_recall_at_10": self.net.lsh_recall(X, 10)}
 
     def predict_topk(self, X_csr: sp.csr_matrix, k: int) -> np.ndarray:
         if self.net is None:
