@@ -59,7 +59,7 @@ class Config:
     min_active: int | None
     threshold_m: int
     rehash: str
-    rehash_every: int
+    rehash_every: int | str
     rebuild_every: int
     rehash_n0: int
     rehash_decay: float
@@ -109,6 +109,33 @@ class Config:
             return max(self.target(l) - self.rand_block(l), 0)
         return min(self._share(self.lsh_active, l), self.sizes[l + 1])
 
+    def rehash_samples(self) -> int:
+        """Samples between rehashes of the fixed schedule: `rehash_every`, or for "auto" the interval
+        at which a rehash costs about REHASH_SHARE (10%) of training time under a cost model (work
+        units, calibrated on the 670k-output benchmark, docs/engine.md):
+            rehash = sum over tabled layers of n_out * (hash_units(family) + L)
+            step   = batch * (sum over layers of active_l * fan_in_l) * 4   (layer 0: fan_in = 100 nonzeros)
+            interval_batches = rehash * (1 - share) / (share * step)
+        hash_units: dwta/wta/doph K*L*window, simhash dim*K*L/3 (a third of the projection is nonzero)."""
+        if self.rehash_every != "auto":
+            return int(self.rehash_every)
+        b = self.batch_size or 128
+        rehash = step = 0.0
+        for l in range(self.n_layers):
+            fan_in, n_out = self.sizes[l], self.sizes[l + 1]
+            act = n_out if self.layer_sampler(l) == "full" else max(self.target(l), self.min_active_for(l))
+            if l == 0:               # sparse input: about REHASH_NNZ nonzeros a sample
+                fan_in = min(fan_in, REHASH_NNZ)
+            step += b * act * fan_in * 4.0
+            if self.layer_sampler(l) == "lsh":
+                K = self.K_for(l)
+                units = fan_in * K * self.L / 3.0 if self.hash == "simhash" else K * self.L * min(8, fan_in)
+                rehash += n_out * (units + self.L) * REHASH_COST_SCALE
+        if step <= 0 or rehash <= 0:
+            return 6400
+        batches = rehash * (1 - REHASH_SHARE) / (REHASH_SHARE * step)
+        return int(max(1, math.ceil(batches)) * b)
+
     def K_for(self, l: int) -> int:
         """K of layer l's tables: the configured one, or for K = "auto" auto_K(...)."""
         if self.K != "auto":
@@ -137,14 +164,22 @@ def expected_candidates(family: str, dim: int, n: int, K: int, L: int, range_pow
     return min(n * (1.0 - (1.0 - P) ** L), float(L * bucket_size), float(n))
 
 
+AUTO_K_MARGIN = 2.0
+REHASH_SHARE = 0.10          # rehash_every = "auto": target share of training time
+REHASH_COST_SCALE = 1.0      # a rehash work unit against a step work unit (calibrated, docs/engine.md)
+REHASH_NNZ = 100             # input nonzeros a sample assumed by the cost model
+
+
 def auto_K(family: str, dim: int, n: int, L: int, range_pow: int, bucket_size: int, share: int) -> int:
-    """The largest K (1..32) whose expected_candidates still covers the LSH share: the most selective
-    hash that fills it. K = 1 when even K = 1 falls short."""
+    """The largest K (1..32) whose expected_candidates covers AUTO_K_MARGIN (2) x the LSH share: the
+    most selective hash that still fills the share when real queries hit skewed buckets (trained
+    weights are not unrelated to the queries), leaving topk/threshold a choice. K = 1 when even
+    K = 1 falls short."""
     best = 1
     for K in range(1, 33):
         if K * L > 4096:
             break
-        if expected_candidates(family, dim, n, K, L, range_pow, bucket_size) >= max(share, 1):
+        if expected_candidates(family, dim, n, K, L, range_pow, bucket_size) >= AUTO_K_MARGIN * max(share, 1):
             best = K
         else:
             break
@@ -249,7 +284,7 @@ def parse_config(n_features: int, n_labels: int, params: dict[str, Any] | None) 
         range_pow=_int(p, "range_pow", 1, MAX_RANGE_POW), bucket_size=_int(p, "bucket_size", 1),
         insertion=_choice(p, "insertion", ("fifo", "reservoir")), active=active, min_active=min_active,
         threshold_m=_int(p, "threshold_m", 1, L), rehash=_choice(p, "rehash", ("fixed", "exponential")),
-        rehash_every=_int(p, "rehash_every", 1), rebuild_every=_int(p, "rebuild_every", 1),
+        rehash_every="auto" if p["rehash_every"] == "auto" else _int(p, "rehash_every", 1), rebuild_every=_int(p, "rebuild_every", 1),
         rehash_n0=_int(p, "rehash_n0", 1), rehash_decay=_float(p, "rehash_decay", 0.0, lo_open=False),
         batch_size=batch_size, predict_mode=_choice(p, "predict_mode", ("exact", "lsh")),
         lsh_active=None if lsh_active is None else float(lsh_active), random_active=float(random_active),
@@ -415,6 +450,7 @@ class Network:
         self.last_active = None
         self.last_active_layers = None
         self._tabled = [l for l in range(L) if samplers[l] == "lsh"]
+        self.rehash_interval = cfg.rehash_samples()
         self._generation = {l: 0 for l in self._tabled}
         # refresh schedule state (samples / batches since the last rehash / rebuild)
         self._since_rehash = 0
@@ -469,7 +505,7 @@ class Network:
             self._since_rebuild = self._since_rehash = self._batches_since_rehash = 0
             return
         if cfg.rehash == "fixed":
-            due = self._since_rehash >= cfg.rehash_every
+            due = self._since_rehash >= self.rehash_interval
         else:
             interval = max(1, round(cfg.rehash_n0 * math.exp(cfg.rehash_decay * self._n_rehash_exp)))
             due = self._batches_since_rehash >= interval

@@ -222,8 +222,8 @@ def test_auto_K_is_the_most_selective_K_that_fills_the_share(family):
     n, L, rp, bs = 50000, 50, 18, 128
     for share in (50, 250, 1000):
         K = auto_K(family, 128, n, L, rp, bs, share)
-        assert expected_candidates(family, 128, n, K, L, rp, bs) >= share or K == 1
-        assert expected_candidates(family, 128, n, K + 1, L, rp, bs) < share
+        assert expected_candidates(family, 128, n, K, L, rp, bs) >= 2 * share or K == 1
+        assert expected_candidates(family, 128, n, K + 1, L, rp, bs) < 2 * share
     cfg = parse_config(1000, n, {"sampler": "vanilla", "K": "auto", "hash": family, "active": 500,
                                  "random_active": 250})
     assert cfg.K_for(1) == auto_K(family, 128, n, 50, 18, 128, 250)
