@@ -13,6 +13,9 @@ from libc.string cimport memset
 from cython.parallel cimport prange, parallel, threadid
 
 from lsh_kernels cimport *
+from lsh_hash cimport *
+from lsh_tables cimport *
+from lsh_query cimport *
 
 cnp.import_array()
 
