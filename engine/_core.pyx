@@ -39,6 +39,7 @@ from lsh_tables cimport *
 from lsh_query cimport *
 
 from net_kernels cimport *
+from net_sample cimport *
 
 SAMPLERS = {"full": SAMP_FULL, "lsh": SAMP_LSH, "random": SAMP_RANDOM}
 FAMILIES = {"simhash": SB_SIMHASH, "wta": SB_WTA, "dwta": SB_DWTA, "doph": SB_DOPH}
