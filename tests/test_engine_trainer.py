@@ -31,7 +31,8 @@ def test_registry_returns_slide_trainer():
 def test_setup_train_predict_describe(data, sampler):
     tr = get_trainer("slide")()
     tr.setup(data, {"batch_size": 64, "shuffle": True, "config": "default", "sampler": sampler, "hash": "simhash",
-                    "K": 6, "L": 16, "range_pow": 10, "active": 0.1, "lr": 3e-3, "hidden": [32]},
+                    "K": 6, "L": 16, "range_pow": 10, "active": 0.1, "lr": 3e-3, "hidden": [32],
+                    "correction": "none"},   # the contract, not the sampling (LSH-only + correction: docs)
              seed=3, n_threads=2)
     st = tr.train_steps(10)
     assert st.n_steps == 10 and st.n_samples == 640
