@@ -40,7 +40,11 @@ LSH_PARAMS = {"hidden": [128], "sampler": "vanilla", "hash": "dwta", "K": 6, "L"
 SHAPES = {
     "200k": (SHAPE, {"vanilla": LSH_PARAMS, "random": dict(LSH_PARAMS, sampler="random"),
                      "topk": dict(LSH_PARAMS, sampler="topk"), "threshold": dict(LSH_PARAMS, sampler="threshold"),
-                     "full": dict(LSH_PARAMS, sampler="full")}),
+                     "full": dict(LSH_PARAMS, sampler="full"),
+                     # the 1,000-active comparison point: 900 LSH (K auto) + 100 uniform; uniform 1,000
+                     "lsh1000": dict(LSH_PARAMS, K="auto", active=1000, lsh_active=0.9, random_active=0.1,
+                                     rehash_every="auto", batch_size=128),
+                     "random1000": dict(LSH_PARAMS, sampler="random", active=1000)}),
     "670k": (dict(n_features=135_909, nnz=75, hidden=128, n_labels=670_091, batch=128, labels_per_sample=5),
              {f"lsh{a}": {"hidden": [128], "sampler": "vanilla", "hash": "dwta", "K": "auto", "L": 50,
                           "range_pow": 18, "bucket_size": 128, "active": a, "lsh_active": 0.9,
@@ -175,7 +179,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--shape", choices=list(SHAPES), default="200k")
     ap.add_argument("--samplers", nargs="+", default=None,
-                    help="200k: vanilla random full (default), topk, threshold; 670k: lsh1000 lsh3000")
+                    help="200k: vanilla random full (default), topk, threshold, lsh1000, random1000; "
+                         "670k: lsh1000 lsh3000")
     ap.add_argument("--chunks", type=int, default=5)
     ap.add_argument("--chunk-batches", type=int, default=10)
     ap.add_argument("--full-chunk-batches", type=int, default=2)
@@ -184,6 +189,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     shape, configs = SHAPES[args.shape]
+    shape = dict(shape)          # (the 200k entry is SHAPE itself)
     SHAPE.clear()
     SHAPE.update(shape)          # make_data / bytes_per_step read the global shape
     if args.samplers is None:
