@@ -1,9 +1,16 @@
 """Speed of the SLIDE engine on the suite's comparison shape (a script, not an asv benchmark).
 
-Shape: 200,000 sparse input features (~75 nonzeros per sample), hidden 128, 50,000 outputs,
-batch 128, DWTA K=6 L=50, range_pow 18, bucket size 128, 0.5% of the outputs active.
+Shape `200k` (default): 200,000 sparse input features (~75 nonzeros per sample), hidden 128, 50,000
+outputs, batch 128, DWTA K=6 L=50, range_pow 18, bucket size 128, 0.5% of the outputs active.
+
+Shape `670k` (--shape 670k): the Amazon-670K output layer: 135,909 features (~75 nonzeros), hidden
+128, 670,091 outputs, batch 128, 1,000 and 3,000 active neurons per sample, 90% of them from LSH
+(vanilla DWTA, K = "auto", L = 50) and a 10% random block, rehash_every = "auto" (the interval at
+which a rehash is modelled to cost 10% of training time); prints samples/s, the rehash share under
+that schedule (and under the release's 6,400 samples), the STREAM fraction and 2-thread scaling.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/engine_shape.py [--threads 1 2] [--chunks 5]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/engine_shape.py --shape 670k
 
 Prints, for the LSH sampler and for the `full` (and `random`) sampler as in-session references:
 samples/s at each thread count (median of timed chunks after warm-up), the bytes one step moves
@@ -30,6 +37,21 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 SHAPE = dict(n_features=200_000, nnz=75, hidden=128, n_labels=50_000, batch=128, labels_per_sample=5)
 LSH_PARAMS = {"hidden": [128], "sampler": "vanilla", "hash": "dwta", "K": 6, "L": 50, "range_pow": 18,
               "bucket_size": 128, "active": 0.005, "lr": 1e-4, "rehash_every": 6400, "rebuild_every": 128000}
+SHAPES = {
+    "200k": (SHAPE, {"vanilla": LSH_PARAMS, "random": dict(LSH_PARAMS, sampler="random"),
+                     "topk": dict(LSH_PARAMS, sampler="topk"), "threshold": dict(LSH_PARAMS, sampler="threshold"),
+                     "full": dict(LSH_PARAMS, sampler="full"),
+                     # the issue's 1,000-active comparison point: 900 LSH (K auto) + 100 uniform; uniform 1,000
+                     "lsh1000": dict(LSH_PARAMS, K="auto", active=1000, lsh_active=0.9, random_active=0.1,
+                                     rehash_every="auto", batch_size=128),
+                     "random1000": dict(LSH_PARAMS, sampler="random", active=1000)}),
+    "670k": (dict(n_features=135_909, nnz=75, hidden=128, n_labels=670_091, batch=128, labels_per_sample=5),
+             {f"lsh{a}": {"hidden": [128], "sampler": "vanilla", "hash": "dwta", "K": "auto", "L": 50,
+                          "range_pow": 18, "bucket_size": 128, "active": a, "lsh_active": 0.9,
+                          "random_active": 0.1, "lr": 1e-4, "rehash_every": "auto", "rebuild_every": 10**9,
+                          "batch_size": 128}
+              for a in (1000, 3000)}),
+}
 
 
 def make_data(n_rows: int, seed: int = 0):
@@ -83,9 +105,9 @@ def bytes_per_step(net, X, Y, rows, touched_out: float, mean_active: float) -> d
 
 
 def measure(sampler: str, n_threads: int, X, Y, *, n_chunks: int, chunk_batches: int, warmup: int,
-            seed: int = 0, progress=print):
+            seed: int = 0, progress=print, params: dict | None = None):
     from slidebench.engine import Network
-    params = dict(LSH_PARAMS, sampler=sampler)
+    params = dict(LSH_PARAMS, sampler=sampler) if params is None else params
     t0 = time.perf_counter()
     net = Network.from_params(SHAPE["n_features"], SHAPE["n_labels"], params, seed=seed, n_threads=n_threads)
     init_s = time.perf_counter() - t0
@@ -140,16 +162,25 @@ def measure(sampler: str, n_threads: int, X, Y, *, n_chunks: int, chunk_batches:
                 net._core.build(l, n_threads)
             reps.append(time.perf_counter() - t)
         rehash_s = statistics.median(reps)
-        per = LSH_PARAMS["rehash_every"] / b * statistics.median(step_s)
         res["rehash_s"] = rehash_s
+        res["rehash_every_samples"] = net.rehash_interval
+        per = net.rehash_interval / b * statistics.median(step_s)
         res["rehash_fraction"] = rehash_s / (per + rehash_s)
+        per = 6400 / b * statistics.median(step_s)
+        res["rehash_fraction_release"] = rehash_s / (per + rehash_s)
+        res["lsh_K"] = net.describe()["K"]
+        res["active_lsh"] = c1["active_lsh"]
+        res["active_random"] = c1["active_random"]
     return res
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--samplers", nargs="+", default=["vanilla", "random", "full"])
+    ap.add_argument("--shape", choices=list(SHAPES), default="200k")
+    ap.add_argument("--samplers", nargs="+", default=None,
+                    help="200k: vanilla random full (default), topk, threshold, lsh1000, random1000; "
+                         "670k: lsh1000 lsh3000")
     ap.add_argument("--chunks", type=int, default=5)
     ap.add_argument("--chunk-batches", type=int, default=10)
     ap.add_argument("--full-chunk-batches", type=int, default=2)
@@ -157,6 +188,12 @@ def main(argv=None) -> int:
     ap.add_argument("--rows", type=int, default=128 * 40)
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
+    shape, configs = SHAPES[args.shape]
+    shape = dict(shape)          # (the 200k entry is SHAPE itself)
+    SHAPE.clear()
+    SHAPE.update(shape)          # make_data / bytes_per_step read the global shape
+    if args.samplers is None:
+        args.samplers = ["vanilla", "random", "full"] if args.shape == "200k" else list(configs)
 
     from slidebench.engine import build_info, parallel_capacity, triad_bandwidth
     print("engine:", json.dumps(build_info()))
@@ -177,7 +214,8 @@ def main(argv=None) -> int:
         for nt in args.threads:
             cb = args.full_chunk_batches if sampler == "full" else args.chunk_batches
             try:
-                r = measure(sampler, nt, X, Y, n_chunks=args.chunks, chunk_batches=cb, warmup=args.warmup)
+                r = measure(sampler, nt, X, Y, n_chunks=args.chunks, chunk_batches=cb, warmup=args.warmup,
+                            params=configs[sampler])
             except Exception as e:     # reported, not hidden: e.g. LSH kernels not implemented yet
                 print(f"  {sampler:8s} t={nt}: FAILED: {type(e).__name__}: {e}")
                 results.append({"sampler": sampler, "n_threads": nt, "error": f"{type(e).__name__}: {e}"})
@@ -194,8 +232,9 @@ def main(argv=None) -> int:
                     f"= {100 * r['fraction_of_triad']:.0f}% of triad")
             if "rehash_s" in r:
                 line += (f"  tables {r['table_bytes'] / 2**20:.1f} MiB, rehash {1e3 * r['rehash_s']:.0f} ms "
-                         f"= {100 * r['rehash_fraction']:.1f}% of time every {LSH_PARAMS['rehash_every']} samples, "
-                         f"LSH candidates/sample {r['mean_lsh_candidates']:.0f}")
+                         f"= {100 * r['rehash_fraction']:.1f}% of time every {r['rehash_every_samples']} samples "
+                         f"({100 * r['rehash_fraction_release']:.1f}% every 6400), K={r['lsh_K']}, "
+                         f"active LSH/random per sample {r['active_lsh']:.0f}/{r['active_random']:.0f}")
             print(line, flush=True)
     by = {(r["sampler"], r["n_threads"]): r for r in results if "error" not in r}
     print("ratios (same session):")

@@ -73,7 +73,8 @@ if (_HERE.parent / "setup.py").exists() and (_HERE / "_omp.pyx").exists():
 
 from ._omp import openmp_enabled, max_threads, set_num_threads  # noqa: E402
 from .network import Network, estimate_memory, parse_config  # noqa: E402
-from ._core import triad_bandwidth, parallel_capacity, kernels_dispatch  # noqa: E402
+from ._core import kernels_dispatch  # noqa: E402
+from ._omp import triad_bandwidth, parallel_capacity  # noqa: E402
 
 from ._lsh import LSHIndex  # noqa: E402  (the LSH part: engine/_lsh.pyx)
 

@@ -26,7 +26,7 @@ same reason.
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset, memcpy
-from libc.math cimport expf, logf, sqrtf, isnan
+from libc.math cimport expf, logf, sqrtf, isnan, acosf, powf
 from libc.stdint cimport uint64_t
 
 import time
@@ -34,43 +34,12 @@ import time
 import numpy as np
 
 from lsh_kernels cimport *
+from lsh_hash cimport *
+from lsh_tables cimport *
+from lsh_query cimport *
 
-cdef extern from "kernels.h":
-    const char* sb_kernels_dispatch()
-    float sb_dot(const float* a, const float* b, int n) noexcept nogil
-    void sb_dot_multi(const float* w, float bias, const float* H, long ldh, int nb, int n,
-                      float* out) noexcept nogil
-    float sb_dot_gather(const float* w, const int* idx, const float* val, int n) noexcept nogil
-    void sb_axpy(float a, const float* x, float* y, int n) noexcept nogil
-    void sb_axpy_scatter(float a, const float* x, const int* idx, float* y, int n) noexcept nogil
-    void sb_adam_row(float* w, float* m, float* v, const float* g, int n, float b1, float b2,
-                     float lr_t, float eps_t) noexcept nogil
-    void sb_sgd_row(float* w, const float* g, int n, float lr) noexcept nogil
-    void sb_adam_row_scaled(float* w, float* m, float* v, float a, const float* x, int n, float b1,
-                            float b2, float lr_t, float eps_t) noexcept nogil
-    void sb_sgd_row_scaled(float* w, float a, const float* x, int n, float lr) noexcept nogil
-    void sb_triad(float* a, const float* b, const float* c, float s, long lo, long hi) noexcept nogil
-    void sb_prefetch_row(const float* p, int n) noexcept nogil
-    void sb_prefetch_row_w(const float* p, int n) noexcept nogil
-    uint64_t sb_splitmix(uint64_t* s) noexcept nogil
-    int sb_randint(uint64_t* s, int n) noexcept nogil
-
-cdef enum:
-    MAXL = 8
-    SAMP_FULL = 0
-    SAMP_LSH = 1
-    SAMP_RANDOM = 2
-    OPT_ADAM = 0
-    OPT_SGD = 1
-    MAX_TABLES = 255
-    KEYS_STRIDE = 272         # ints per thread for hash keys (>= MAX_TABLES, a multiple of 64 bytes)
-    PF_AHEAD = 4              # rows prefetched ahead in gathers of weight rows
-    PF_UPD = 2                # touched rows prefetched ahead in the update pass
-    LAYOUT_SOA = 0            # W, m, v three arrays of rows
-    LAYOUT_MV = 1             # W rows; m and v of a row interleaved [rows][2][fan]
-    LAYOUT_WMV = 2            # weight, m, v of a row interleaved [rows][3][fan]
-    PB = 16                   # samples per block in the exact predict's output pass
-    PBS = 32                  # per-thread stride of the block buffers (PB + a line of padding)
+from net_kernels cimport *
+from net_sample cimport *
 
 SAMPLERS = {"full": SAMP_FULL, "lsh": SAMP_LSH, "random": SAMP_RANDOM}
 FAMILIES = {"simhash": SB_SIMHASH, "wta": SB_WTA, "dwta": SB_DWTA, "doph": SB_DOPH}
@@ -97,480 +66,44 @@ def _aligned_zeros(long n, dtype):
     off = ((-buf.ctypes.data) % 64) // itemsize
     return buf[off:off + n]
 
+cdef class Scratch:
+    """Per-thread scratch of a Core, one slice per OpenMP thread id. Every thread's slice starts on
+    its own 64-byte line with a line of padding after it, so threads never write the same cache line
+    (false sharing cost the second thread all its gain before this)."""
+    cdef public int nt
+    cdef public long maxn              # bytes/items per thread of counts, marks, dense
+    cdef public object counts          # uint8 [nt * maxn] lsh_query hit counters (zero between uses)
+    cdef public object marks           # uint8 [nt * maxn] active-set membership marks (zero between uses)
+    cdef public object dense           # float32 [nt * maxn] densified layer input for hashing
+    cdef public object keys            # int32 [nt * KEYS_STRIDE] hash keys
+    cdef public object grad            # float32 [nt * grad_stride] gradient row of the update pass
+    cdef public long grad_stride
+    cdef public object qbuf            # bytes [nt * qbuf_stride] topk/threshold query scratch
+    cdef public long qbuf_stride
+    cdef public object hits            # int32 [nt * hits_stride] hit counts of the LSH candidates
+    cdef public long hits_stride
 
-cdef struct Net:
-    int n_layers
-    int sizes[MAXL + 1]        # sizes[0] = n_features; layer l maps sizes[l] -> sizes[l+1]
-    float* W[MAXL]
-    long rs[MAXL]              # floats between consecutive rows of W[l] (row length, or 3x when interleaved)
-    float* M[MAXL]             # Adam first moment of row 0 (NULL for SGD); row r at M + r * rsm
-    float* V[MAXL]             # Adam second moment of row 0
-    long rsm[MAXL]             # floats between consecutive rows of M[l] / V[l]
-    float* b[MAXL]
-    int samp[MAXL]             # SAMP_* per layer
-    int target[MAXL]           # sampler target per sample
-    int min_active[MAXL]       # pad with random neurons up to this many
-    LSHTables* tab[MAXL]
-    int qmode
-    int min_hits
-    uint64_t seed
-
-
-cdef struct Work:
-    int b
-    int training
-    int exact                  # predict "exact": every layer full
-    int per_thread             # buffers indexed by thread (predict) instead of by sample (train)
-    int min_pad                # extra lower bound on the output active set (predict: k)
-    long long sample_base      # global index of sample 0 (RNG stream)
-    uint64_t stream
-    const int* xptr
-    const int* xind
-    const float* xval
-    const int* yptr
-    const int* yind
-    int stride[MAXL]           # floats per slot in act/dlt (size if full, else capacity)
-    int full[MAXL]             # effective: layer computed in full
-    int* nact[MAXL]            # [slots] active count
-    int* ids[MAXL]             # [slots * stride] active ids (sampled layers only)
-    float* act[MAXL]           # [slots * stride] activations (ReLU output; logits for the output)
-    float* dlt[MAXL]           # [slots * stride] d loss / d pre-activation
-    float* loss                # [b]
-    int* n_cand                # [b] candidates the LSH query returned for the output layer
-    long maxn
-    unsigned char* counts      # [nt * maxn] lsh_query scratch (zero between uses)
-    unsigned char* marks       # [nt * maxn] membership marks (zero between uses)
-    float* dense               # [nt * maxn] densified layer input for hashing (zero between uses)
-    int* keys                  # [nt * MAX_TABLES]
-    int k
-    int* topi                  # [b * k]
-    int err                    # first nonzero error code seen by any thread
-    int hidden_only            # predict exact: stop before the output layer, copy last hidden to H
-    float* H                   # [b * sizes[L-1]]
-    float* topv                # [b * k]
-
-
-cdef inline uint64_t seed_for(uint64_t a, long long b) noexcept nogil:
-    cdef uint64_t s = a ^ (<uint64_t>b * 0xD1B54A32D192ED03ULL)
-    sb_splitmix(&s)
-    return s
-
-
-cdef inline void topk_push(float v, int j, float* tv, int* ti, int* cnt, int k) noexcept nogil:
-    """Keep the k best (value desc, id asc) in tv/ti sorted best first."""
-    cdef int n = cnt[0], p
-    if isnan(v):
-        return
-    if n == k:
-        if v < tv[k - 1] or (v == tv[k - 1] and j > ti[k - 1]):
-            return
-        p = k - 1
-    else:
-        p = n
-        cnt[0] = n + 1
-    while p > 0 and (tv[p - 1] < v or (tv[p - 1] == v and ti[p - 1] > j)):
-        tv[p] = tv[p - 1]
-        ti[p] = ti[p - 1]
-        p -= 1
-    tv[p] = v
-    ti[p] = j
-
-
-cdef int sample_pass(Net* net, Work* wk, int s, int tid) noexcept nogil:
-    """Active sets, forward, loss and backward for sample s (training) or top-k (predict)."""
-    cdef int L = net.n_layers, l, i, j, q, n, ny, nc, m, n_in, n_out, slot, pslot, kk
-    cdef int x0 = wk.xptr[s], x1 = wk.xptr[s + 1], nx = x1 - x0
-    cdef const int* xi = wk.xind + x0
-    cdef const float* xv = wk.xval + x0
-    cdef unsigned char* marks = wk.marks + tid * wk.maxn
-    cdef unsigned char* counts = wk.counts + tid * wk.maxn
-    cdef float* dense = wk.dense + tid * wk.maxn
-    cdef int* keys = wk.keys + tid * KEYS_STRIDE
-    cdef uint64_t rng = seed_for(net.seed ^ wk.stream, wk.sample_base + s)
-    cdef int* ids_s
-    cdef int* pids
-    cdef float* out
-    cdef float* pin
-    cdef float* d
-    cdef float* dp
-    cdef float* W
-    cdef float* bb
-    cdef float z, mx, ssum, inv_b, zy, w
-    cdef long rs
-    cdef int pn, is_out, tgt, ll
-    slot = tid if wk.per_thread else s
-    ny = 0
-    if wk.hidden_only:
-        L = L - 1
-    for l in range(L):
-        n_in = net.sizes[l]
-        n_out = net.sizes[l + 1]
-        is_out = l == net.n_layers - 1
-        W = net.W[l]
-        rs = net.rs[l]
-        bb = net.b[l]
-        out = wk.act[l] + <long>slot * wk.stride[l]
-        # ---------------------------------------------------------------- active set
-        if wk.full[l]:
-            n = n_out
-            ids_s = NULL
-            if is_out and wk.training:   # count distinct labels
-                for q in range(wk.yptr[s], wk.yptr[s + 1]):
-                    j = wk.yind[q]
-                    if not marks[j]:
-                        marks[j] = 1
-                        ny += 1
-                for q in range(wk.yptr[s], wk.yptr[s + 1]):
-                    marks[wk.yind[q]] = 0
-        else:
-            ids_s = wk.ids[l] + <long>slot * wk.stride[l]
-            n = 0
-            if is_out and wk.training:   # the true labels first, always active
-                for q in range(wk.yptr[s], wk.yptr[s + 1]):
-                    j = wk.yind[q]
-                    if not marks[j]:
-                        marks[j] = 1
-                        ids_s[n] = j
-                        n += 1
-                ny = n
-            if net.samp[l] == SAMP_LSH:
-                if l == 0:
-                    lsh_hash_sparse(net.tab[l], xi, xv, nx, keys)
-                elif wk.full[l - 1]:
-                    lsh_hash_dense(net.tab[l], wk.act[l - 1] + <long>slot * wk.stride[l - 1], keys)
-                else:
-                    pids = wk.ids[l - 1] + <long>slot * wk.stride[l - 1]
-                    pin = wk.act[l - 1] + <long>slot * wk.stride[l - 1]
-                    pn = wk.nact[l - 1][slot]
-                    for i in range(pn):
-                        dense[pids[i]] = pin[i]
-                    lsh_hash_dense(net.tab[l], dense, keys)
-                    for i in range(pn):
-                        dense[pids[i]] = 0.0
-                nc = lsh_query(net.tab[l], keys, net.qmode, net.target[l], net.min_hits, counts,
-                               ids_s + n, NULL, net.target[l])
-                if nc < 0:
-                    return nc
-                if is_out and wk.n_cand != NULL:
-                    wk.n_cand[s] = nc
-                m = n
-                for i in range(nc):      # compact in place, skipping labels already present
-                    j = ids_s[m + i]
-                    if j < 0 or j >= n_out:   # a corrupt table must not become a wild read
-                        return -3
-                    if not marks[j]:
-                        marks[j] = 1
-                        ids_s[n] = j
-                        n += 1
-            elif net.samp[l] == SAMP_RANDOM:
-                tgt = net.target[l]
-                if tgt > n_out - n:
-                    tgt = n_out - n
-                m = n + tgt
-                while n < m:
-                    j = sb_randint(&rng, n_out)
-                    if not marks[j]:
-                        marks[j] = 1
-                        ids_s[n] = j
-                        n += 1
-            m = net.min_active[l]
-            if is_out and wk.min_pad > m:
-                m = wk.min_pad
-            if m > n_out:
-                m = n_out
-            while n < m:                 # pad with uniformly random neurons
-                j = sb_randint(&rng, n_out)
-                if not marks[j]:
-                    marks[j] = 1
-                    ids_s[n] = j
-                    n += 1
-            for i in range(n):
-                marks[ids_s[i]] = 0
-        wk.nact[l][slot] = n
-        # ---------------------------------------------------------------- forward
-        if l == 0:
-            if ids_s == NULL:
-                memcpy(out, bb, n_out * sizeof(float))
-                for q in range(nx):
-                    if q + PF_AHEAD < nx:
-                        sb_prefetch_row(W + <long>xi[q + PF_AHEAD] * rs, n_out)
-                    sb_axpy(xv[q], W + <long>xi[q] * rs, out, n_out)
-            else:
-                for i in range(n):
-                    j = ids_s[i]
-                    z = bb[j]
-                    for q in range(nx):
-                        z = z + xv[q] * W[<long>xi[q] * rs + j]
-                    out[i] = z
-        else:
-            pslot = slot
-            pin = wk.act[l - 1] + <long>pslot * wk.stride[l - 1]
-            if wk.full[l - 1]:
-                if ids_s == NULL:
-                    for j in range(n_out):
-                        out[j] = bb[j] + sb_dot(W + <long>j * rs, pin, n_in)
-                else:
-                    for i in range(n):
-                        if i + PF_AHEAD < n:
-                            sb_prefetch_row(W + <long>ids_s[i + PF_AHEAD] * rs, n_in)
-                        j = ids_s[i]
-                        out[i] = bb[j] + sb_dot(W + <long>j * rs, pin, n_in)
-            else:
-                pids = wk.ids[l - 1] + <long>pslot * wk.stride[l - 1]
-                pn = wk.nact[l - 1][pslot]
-                for i in range(n):
-                    j = ids_s[i] if ids_s != NULL else i
-                    out[i] = bb[j] + sb_dot_gather(W + <long>j * rs, pids, pin, pn)
-        if not is_out:
-            for i in range(n):
-                if not (out[i] > 0.0):
-                    out[i] = 0.0
-    if wk.hidden_only:
-        memcpy(wk.H + <long>s * net.sizes[L], wk.act[L - 1] + <long>slot * wk.stride[L - 1],
-               net.sizes[L] * sizeof(float))
-        return 0
-    # -------------------------------------------------------------------- predict: top-k
-    l = L - 1
-    out = wk.act[l] + <long>slot * wk.stride[l]
-    n = wk.nact[l][slot]
-    if not wk.training:
-        kk = 0
-        ids_s = NULL if wk.full[l] else wk.ids[l] + <long>slot * wk.stride[l]
-        for i in range(n):
-            topk_push(out[i], i if ids_s == NULL else ids_s[i], wk.topv + <long>s * wk.k,
-                      wk.topi + <long>s * wk.k, &kk, wk.k)
-        for i in range(kk, wk.k):
-            wk.topi[<long>s * wk.k + i] = -1
-        return 0
-    # -------------------------------------------------------------------- loss and output delta
-    inv_b = 1.0 / wk.b
-    d = wk.dlt[l] + <long>slot * wk.stride[l]
-    if ny == 0:
-        wk.loss[s] = 0.0
-        for ll in range(L):
-            memset(wk.dlt[ll] + <long>slot * wk.stride[ll], 0, wk.nact[ll][slot] * sizeof(float))
-        return 0
-    mx = out[0]
-    for i in range(1, n):
-        if out[i] > mx:
-            mx = out[i]
-    ssum = 0.0
-    for i in range(n):
-        d[i] = expf(out[i] - mx)
-        ssum = ssum + d[i]
-    for i in range(n):
-        d[i] = d[i] / ssum * inv_b
-    zy = 0.0
-    if wk.full[l]:
-        for q in range(wk.yptr[s], wk.yptr[s + 1]):
-            j = wk.yind[q]
-            if not marks[j]:
-                marks[j] = 1
-                d[j] = d[j] - inv_b / ny
-                zy = zy + out[j]
-        for q in range(wk.yptr[s], wk.yptr[s + 1]):
-            marks[wk.yind[q]] = 0
-    else:
-        for i in range(ny):
-            d[i] = d[i] - inv_b / ny
-            zy = zy + out[i]
-    wk.loss[s] = logf(ssum) + mx - zy / ny
-    # -------------------------------------------------------------------- backward to layer 0
-    for l in range(L - 1, 0, -1):
-        n_in = net.sizes[l]
-        W = net.W[l]
-        rs = net.rs[l]
-        d = wk.dlt[l] + <long>slot * wk.stride[l]
-        n = wk.nact[l][slot]
-        ids_s = NULL if wk.full[l] else wk.ids[l] + <long>slot * wk.stride[l]
-        dp = wk.dlt[l - 1] + <long>slot * wk.stride[l - 1]
-        pin = wk.act[l - 1] + <long>slot * wk.stride[l - 1]
-        pn = wk.nact[l - 1][slot]
-        memset(dp, 0, pn * sizeof(float))
-        if wk.full[l - 1]:
-            for i in range(n):
-                j = i if ids_s == NULL else ids_s[i]
-                sb_axpy(d[i], W + <long>j * rs, dp, n_in)
-        else:
-            pids = wk.ids[l - 1] + <long>slot * wk.stride[l - 1]
-            for i in range(n):
-                j = i if ids_s == NULL else ids_s[i]
-                w = d[i]
-                for q in range(pn):
-                    dp[q] = dp[q] + w * W[<long>j * rs + pids[q]]
-        for q in range(pn):
-            if not (pin[q] > 0.0):
-                dp[q] = 0.0
-    return 0
-
-
-cdef struct Upd:
-    # one layer's update: rows and the (sample, position) entries that touched each row
-    int layer
-    int n_rows                 # touched rows (or all rows when `dense_rows`)
-    int dense_rows             # 1: every row j in [0, n_rows) with every sample (full layer, l >= 1)
-    const int* touched
-    const int* rstart
-    const int* rend
-    const int* ent_s
-    const int* ent_pos
-    int row_len
-    int opt
-    float lr_t
-    float eps_t
-    float b1
-    float b2
-    float* W                   # the layer's rows: row r at W + r * rs, moments at M/V + r * rsm
-    long rs
-    float* M
-    float* V
-    long rsm
-    float* mb
-    float* vb
-    int pf                     # touched rows prefetched ahead
-    float* grad                # [nt * grad_stride]
-    long grad_stride
-
-
-cdef inline void bias_step(Upd* u, float* b, int j, float g) noexcept nogil:
-    cdef float mi, vi
-    if u.opt == OPT_ADAM:
-        mi = u.b1 * u.mb[j] + (1.0 - u.b1) * g
-        vi = u.b2 * u.vb[j] + (1.0 - u.b2) * g * g
-        u.mb[j] = mi
-        u.vb[j] = vi
-        b[j] = b[j] - u.lr_t * mi / (sqrtf(vi) + u.eps_t)
-    else:
-        b[j] = b[j] - u.lr_t * g
-
-
-cdef inline void row_step(Upd* u, long r, float* g) noexcept nogil:
-    if u.opt == OPT_ADAM:
-        sb_adam_row(u.W + r * u.rs, u.M + r * u.rsm, u.V + r * u.rsm, g, u.row_len, u.b1, u.b2,
-                    u.lr_t, u.eps_t)
-    else:
-        sb_sgd_row(u.W + r * u.rs, g, u.row_len, u.lr_t)
-
-
-cdef inline void prefetch_update_row(Upd* u, long r) noexcept nogil:
-    """Ask for the weight and moment rows of row r (about to be read and written)."""
-    sb_prefetch_row_w(u.W + r * u.rs, u.row_len)
-    if u.opt == OPT_ADAM:
-        sb_prefetch_row_w(u.M + r * u.rsm, u.row_len)
-        sb_prefetch_row_w(u.V + r * u.rsm, u.row_len)
-
-
-cdef inline void row_step_scaled(Upd* u, long r, float a, const float* x) noexcept nogil:
-    """One step on row r whose gradient is a * x (a row one sample touched): no gradient buffer."""
-    if u.opt == OPT_ADAM:
-        sb_adam_row_scaled(u.W + r * u.rs, u.M + r * u.rsm, u.V + r * u.rsm, a, x, u.row_len, u.b1,
-                           u.b2, u.lr_t, u.eps_t)
-    else:
-        sb_sgd_row_scaled(u.W + r * u.rs, a, x, u.row_len, u.lr_t)
-
-
-cdef void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept nogil:
-    """Gradient of one touched row (sum over the samples that touched it, ascending) + one step."""
-    cdef int l = u.layer, j, e, s, pos, i, n, e0, e1
-    cdef int rl = u.row_len
-    cdef float* g = u.grad + <long>tid * u.grad_stride
-    cdef float gb = 0.0, dv
-    cdef float* a
-    cdef int* pids
-    if not u.dense_rows and t + u.pf < u.n_rows:      # a few rows ahead: weights and moments
-        prefetch_update_row(u, u.touched[t + u.pf])
-    if l == 0:
-        # feature-major row f: g += x[s, f] * dlt0[s]; biases are updated separately
-        j = u.touched[t]
-        e0 = u.rstart[j]
-        e1 = u.rend[j]
-        if wk.full[0] and e1 - e0 == 1:
-            s = u.ent_s[e0]
-            row_step_scaled(u, j, wk.xval[u.ent_pos[e0]], wk.dlt[0] + <long>s * wk.stride[0])
-            return
-        memset(g, 0, rl * sizeof(float))
-        for e in range(e0, e1):
-            s = u.ent_s[e]
-            dv = wk.xval[u.ent_pos[e]]
-            if wk.full[0]:
-                sb_axpy(dv, wk.dlt[0] + <long>s * wk.stride[0], g, rl)
-            else:
-                sb_axpy_scatter(dv, wk.dlt[0] + <long>s * wk.stride[0], wk.ids[0] + <long>s * wk.stride[0],
-                                g, wk.nact[0][s])
-        row_step(u, j, g)
-        return
-    if u.dense_rows:
-        j = t
-        e0 = 0
-        e1 = wk.b
-    else:
-        j = u.touched[t]
-        e0 = u.rstart[j]
-        e1 = u.rend[j]
-        if wk.full[l - 1] and e1 - e0 == 1:
-            s = u.ent_s[e0]
-            dv = wk.dlt[l][u.ent_pos[e0]]
-            row_step_scaled(u, j, dv, wk.act[l - 1] + <long>s * wk.stride[l - 1])
-            bias_step(u, net.b[l], j, dv)
-            return
-    memset(g, 0, rl * sizeof(float))
-    for e in range(e0, e1):
-        if u.dense_rows:
-            s = e
-            dv = wk.dlt[l][<long>s * wk.stride[l] + j]
-        else:
-            s = u.ent_s[e]
-            dv = wk.dlt[l][u.ent_pos[e]]
-        gb = gb + dv
-        a = wk.act[l - 1] + <long>s * wk.stride[l - 1]
-        if wk.full[l - 1]:
-            sb_axpy(dv, a, g, rl)
-        else:
-            pids = wk.ids[l - 1] + <long>s * wk.stride[l - 1]
-            sb_axpy_scatter(dv, a, pids, g, wk.nact[l - 1][s])
-    row_step(u, j, g)
-    bias_step(u, net.b[l], j, gb)
-
-
-cdef struct BucketJob:
-    # arguments and result of one layer's bucket_rows
-    int active
-    const int* ids
-    const long* off
-    const int* cnt_s
-    int* cnt
-    int* rstart
-    int* touched
-    int* ent_s
-    int* ent_pos
-    int n_total
-    int n_rows
-
-
-cdef int bucket_rows(int b, const int* ids, const long* off, const int* cnt_s, int* cnt, int* rstart,
-                     int* touched, int* ent_s, int* ent_pos, int n_total) noexcept nogil:
-    """Counting sort of (sample, position) entries by row id; returns the number of touched rows,
-    listed in ascending row order in `touched` (memory order: the update pass streams through the
-    weight arrays). Row j's entries are ent_*[rstart[j]:cnt[j]] in ascending sample order."""
-    cdef int s, p, j, nt = 0, acc = 0, t
-    for s in range(b):
-        for p in range(cnt_s[s]):
-            cnt[ids[off[s] + p]] += 1
-    for j in range(n_total):       # branch-free (touched has n_total + 1 slots): about half the
-        touched[nt] = j            # output rows are touched, a branch here mispredicts constantly
-        nt += cnt[j] != 0
-    for t in range(nt):
-        j = touched[t]
-        rstart[j] = acc
-        acc += cnt[j]
-        cnt[j] = rstart[j]
-    for s in range(b):
-        for p in range(cnt_s[s]):
-            j = ids[off[s] + p]
-            ent_s[cnt[j]] = s
-            ent_pos[cnt[j]] = <int>(off[s] + p)
-            cnt[j] += 1
-    return nt
+    def __init__(self, Core core, int nt):
+        cdef int l, L = core.net.n_layers
+        cdef long maxn = max(core.net.sizes[l] for l in range(L + 1))
+        cdef long maxrow = max([core.net.sizes[1]] + [core.net.sizes[l] for l in range(1, L)])
+        cdef long qsb = 64, hs = 64
+        for l in range(L):
+            if core.has_tab[l]:
+                qsb = max(qsb, 20L * min(<long>core.tabs[l].L * core.tabs[l].bucket_size, core.net.sizes[l + 1]))
+                hs = max(hs, <long>core.net.lsh_cap[l])
+        self.nt = nt
+        self.maxn = _pad(maxn)
+        self.counts = _aligned_zeros(nt * self.maxn, np.uint8)
+        self.marks = _aligned_zeros(nt * self.maxn, np.uint8)
+        self.dense = _aligned_zeros(nt * self.maxn, np.float32)
+        self.keys = _aligned_zeros(nt * KEYS_STRIDE, np.int32)
+        self.grad_stride = _pad(maxrow)
+        self.grad = _aligned_zeros(nt * self.grad_stride, np.float32)
+        self.qbuf_stride = _pad(qsb)
+        self.qbuf = _aligned_zeros(nt * self.qbuf_stride, np.int8)
+        self.hits_stride = _pad(hs)
+        self.hits = _aligned_zeros(nt * self.hits_stride, np.int32)
 
 
 cdef class Core:
@@ -582,14 +115,13 @@ cdef class Core:
     cdef list _bufs                        # the arrays behind them (per layer)
     cdef public str layout
     cdef list _layouts                     # per part: layer 0, later layers
-    cdef public int update_prefetch        # touched rows prefetched ahead in the update pass
     cdef public int n_threads
     cdef public long long step            # optimiser steps taken (Adam's t)
     cdef public long long samples_seen
     cdef public int opt
     cdef public double lr, b1, b2, eps
     cdef list _sort                        # per layer (cnt, rstart, touched) int32 arrays; [0] = features
-    cdef object _scratch                   # per-thread arrays
+    cdef Scratch _scratch                  # per-thread arrays
 
     def __cinit__(self):
         memset(self.tabs, 0, sizeof(self.tabs))
@@ -603,7 +135,7 @@ cdef class Core:
 
     def __init__(self, sizes, samplers, targets, min_active, *, str optimizer, double lr, double b1,
                  double b2, double eps, str query_mode, int min_hits, unsigned long long seed,
-                 int n_threads, str layout="wmv,soa"):
+                 int n_threads, str layout="wmv,soa", lsh_caps=None, rand_blocks=None, bint correct=False):
         cdef int l, L = len(sizes) - 1
         if L < 1 or L > MAXL:
             raise ValueError(f"the network must have 1..{MAXL} layers, got {L}")
@@ -621,11 +153,11 @@ cdef class Core:
                              f"separated by a comma (layer 0, later layers)")
         self.layout = layout
         self._layouts = parts
-        self.update_prefetch = PF_UPD
         self.net.n_layers = L
         self.net.seed = seed
         self.net.qmode = QUERY_MODES[query_mode]
         self.net.min_hits = min_hits
+        self.net.correct = 1 if correct else 0
         self.opt = OPT_ADAM if optimizer == "adam" else OPT_SGD
         self.lr, self.b1, self.b2, self.eps = lr, b1, b2, eps
         self.n_threads = max(1, n_threads)
@@ -643,6 +175,14 @@ cdef class Core:
             self.net.samp[l] = SAMPLERS[samplers[l]]
             self.net.target[l] = int(min(max(targets[l], 0), n_out))
             self.net.min_active[l] = int(min(max(min_active[l], 0), n_out))
+            # sampler composition: lsh = up to lsh_caps[l] candidates (default: the target) and a
+            # block of rand_blocks[l] uniform neurons (default 0); random = a block of `target`
+            if samplers[l] == "random":
+                self.net.lsh_cap[l] = 0
+                self.net.rand_block[l] = self.net.target[l]
+            else:
+                self.net.lsh_cap[l] = self.net.target[l] if lsh_caps is None else int(min(max(lsh_caps[l], 0), n_out))
+                self.net.rand_block[l] = 0 if rand_blocks is None else int(min(max(rand_blocks[l], 0), n_out))
             rows = n_in if l == 0 else n_out
             fan = n_out if l == 0 else n_in
             self._alloc_rows(l, rows, fan)
@@ -733,6 +273,7 @@ cdef class Core:
                 f"dim={dim} K={K} L={L} range_pow={range_pow} bucket_size={bucket_size} insertion={insertion}")
         self.has_tab[l] = 1
         self.net.tab[l] = &self.tabs[l]
+        self._scratch = None          # the query scratch is sized by the tables
 
     def new_functions(self, int l, unsigned long long seed):
         """The paper's 'rebuild': new hash functions (call build() afterwards)."""
@@ -760,6 +301,15 @@ cdef class Core:
                 raise MemoryError(f"out of memory while building the LSH tables of layer {l}")
             raise RuntimeError(f"lsh_build failed for layer {l} (code {rc})")
 
+    def table_builds(self, int l, long long set_to=-1) -> int:
+        """Builds of layer l's tables since its functions were drawn (the build's random stream:
+        reservoir draws, FIFO arrival order); `set_to` >= 0 restores it (load)."""
+        if not self.has_tab[l]:
+            raise ValueError(f"layer {l} has no LSH tables")
+        if set_to >= 0:
+            self.tabs[l].n_builds = <unsigned long long>set_to
+        return int(self.tabs[l].n_builds)
+
     def table_nbytes(self, int l) -> int:
         if not self.has_tab[l]:
             return 0
@@ -772,19 +322,24 @@ cdef class Core:
         return nb
 
     # ------------------------------------------------------------------------------- scratch
-    cdef _get_scratch(self, int nt):
-        """Per-thread scratch: every thread's part starts on its own 64-byte line with a line of
-        padding after it, so threads never write the same cache line (false sharing cost the second
-        thread all its gain before this)."""
-        cdef long maxn = max(self.net.sizes[l] for l in range(self.net.n_layers + 1))
-        cdef long maxrow = max([self.net.sizes[1]] + [self.net.sizes[l] for l in range(1, self.net.n_layers)])
-        maxn = _pad(maxn)
-        maxrow = _pad(maxrow)
-        if self._scratch is None or self._scratch[0] < nt:
-            self._scratch = (nt, maxn, _aligned_zeros(nt * maxn, np.uint8), _aligned_zeros(nt * maxn, np.uint8),
-                             _aligned_zeros(nt * maxn, np.float32), _aligned_zeros(nt * KEYS_STRIDE, np.int32),
-                             _aligned_zeros(nt * maxrow, np.float32), maxrow)
+    cdef Scratch _get_scratch(self, int nt):
+        """Per-thread scratch (see Scratch), grown when more threads are asked for."""
+        if self._scratch is None or self._scratch.nt < nt:
+            self._scratch = Scratch(self, nt)
         return self._scratch
+
+    cdef void _attach_scratch(self, Work* wk, Scratch sc):
+        cdef unsigned char[::1] u8
+        cdef float[::1] f1
+        cdef int[::1] i1
+        cdef char[::1] c1
+        wk.maxn = sc.maxn
+        u8 = sc.counts; wk.counts = &u8[0]
+        u8 = sc.marks; wk.marks = &u8[0]
+        f1 = sc.dense; wk.dense = &f1[0]
+        i1 = sc.keys; wk.keys = &i1[0]
+        c1 = sc.qbuf; wk.qbuf = &c1[0]; wk.qbuf_stride = sc.qbuf_stride
+        i1 = sc.hits; wk.hits = &i1[0]; wk.hits_stride = sc.hits_stride
 
     cdef _setup_work(self, Work* wk, int b, int slots, int training, int exact, int max_labels, list keep):
         """Fill the per-layer buffers of `wk` (arrays appended to `keep` to stay alive)."""
@@ -797,7 +352,8 @@ cdef class Core:
             if wk.full[l]:
                 cap = n_out
             else:
-                cap = max(self.net.target[l], self.net.min_active[l], wk.min_pad, 1)
+                cap = max(self.net.target[l], self.net.lsh_cap[l] + self.net.rand_block[l],
+                          self.net.min_active[l], wk.min_pad, 1)
                 if l == L - 1 and training:
                     cap += max_labels
                 cap = min(cap, n_out)
@@ -833,6 +389,7 @@ cdef class Core:
         cdef BucketJob bj[MAXL]
         cdef int lq
         cdef double loss_sum
+        cdef Scratch sc
         for l in range(L):
             if net.samp[l] == SAMP_LSH and not self.has_tab[l]:
                 raise RuntimeError(f"layer {l} uses the lsh sampler but has no tables")
@@ -845,10 +402,16 @@ cdef class Core:
         wk.xval = &xval[0] if xval.shape[0] else NULL
         wk.yptr = &yptr[0]; wk.yind = &yind[0] if yind.shape[0] else NULL
         sc = self._get_scratch(nt)
-        wk.maxn = sc[1]
-        u8a = sc[2]; u8b = sc[3]; f1 = sc[4]; i1 = sc[5]; f2 = sc[6]
-        wk.counts = &u8a[0]; wk.marks = &u8b[0]; wk.dense = &f1[0]; wk.keys = &i1[0]
+        self._attach_scratch(&wk, sc)
+        f2 = sc.grad
         self._setup_work(&wk, b, b, 1, 0, max_labels, keep)
+        parts = np.zeros((3, b), np.int32); keep.append(parts)
+        i1 = parts[0]; wk.n_lab = &i1[0]
+        i1 = parts[1]; wk.n_lsh = &i1[0]
+        i1 = parts[2]; wk.n_rand = &i1[0]
+        if self.net.correct:
+            lqa = _aligned_zeros(<long>b * wk.stride[L - 1], np.float32); keep.append(lqa)
+            f1 = lqa; wk.logq = &f1[0]
         lossv = np.zeros(b, np.float32); keep.append(lossv); wk.loss = &lossv[0]
         ncand = np.full(b, -1, np.int32); wk.n_cand = &ncand[0]
         # ---- phase 1: per-sample forward/backward
@@ -869,7 +432,7 @@ cdef class Core:
         memset(&u, 0, sizeof(Upd))
         u.opt = self.opt
         u.b1 = self.b1; u.b2 = self.b2
-        u.pf = max(1, self.update_prefetch)
+        u.pf = PF_UPD
         if self.opt == OPT_ADAM:
             bc1 = 1.0 - self.b1 ** self.step
             bc2 = 1.0 - self.b2 ** self.step
@@ -887,7 +450,7 @@ cdef class Core:
             n_out = net.sizes[l + 1]
             us[l].row_len = n_out if l == 0 else net.sizes[l]
             us[l].grad = &f2[0]
-            us[l].grad_stride = sc[7]
+            us[l].grad_stride = sc.grad_stride
             us[l].W = net.W[l]; us[l].rs = net.rs[l]
             us[l].M = net.M[l]; us[l].V = net.V[l]; us[l].rsm = net.rsm[l]
             if self.opt == OPT_ADAM:
@@ -968,7 +531,14 @@ cdef class Core:
                     layers.append([ids_all[s, :na[s]].copy() for s in range(b)])
             stats["active_layers"] = layers
             stats["active"] = layers[L - 1]
+            stats["active_parts"] = parts.T.copy()          # [b, 3]: labels, lsh, random
+            if self.net.correct and not wk.full[L - 1]:
+                lqall = np.asarray(lqa).reshape(b, wk.stride[L - 1])
+                stats["logq"] = [lqall[s, :n_act[s]].copy() for s in range(b)]
         stats["mean_active_out"] = float(n_act.mean())
+        stats["active_labels"] = float(parts[0].mean())
+        stats["active_lsh"] = float(parts[1].mean())
+        stats["active_random"] = float(parts[2].mean())
         nc = np.asarray(ncand)
         stats["mean_lsh_candidates"] = float(nc[nc >= 0].mean()) if (nc >= 0).any() else float("nan")
         return loss_sum / b, stats
@@ -1002,6 +572,62 @@ cdef class Core:
                     g = g + wk.dlt[0][ep[e]]
                 bias_step(u, bb, j, g)
 
+    # ------------------------------------------------------------------------------- queries
+    def hidden(self, int[::1] xptr, int[::1] xind, float[::1] xval, int n, int n_threads=0):
+        """float32 [n, sizes[L-1]]: the last hidden layer's activations, every layer exact."""
+        cdef Work wk
+        cdef int nt = max(1, min(n_threads if n_threads > 0 else self.n_threads, max(n, 1))), tid = 0, s
+        cdef list keep = []
+        cdef Scratch sc
+        cdef float[::1] Hv
+        H = np.zeros((n, self.net.sizes[self.net.n_layers - 1]), np.float32)
+        if n == 0:
+            return H
+        memset(&wk, 0, sizeof(Work))
+        wk.b = n; wk.exact = 1; wk.per_thread = 1; wk.hidden_only = 1
+        wk.xptr = &xptr[0]; wk.xind = &xind[0] if xind.shape[0] else NULL
+        wk.xval = &xval[0] if xval.shape[0] else NULL
+        sc = self._get_scratch(nt)
+        self._attach_scratch(&wk, sc)
+        self._setup_work(&wk, n, nt, 0, 1, 0, keep)
+        Hv = H.reshape(-1)
+        wk.H = &Hv[0]
+        with nogil, parallel(num_threads=nt):
+            tid = threadid()
+            for s in prange(n, schedule="dynamic", chunksize=4):
+                sample_pass(&self.net, &wk, s, tid)
+        return H
+
+    def query_dense(self, int l, float[:, ::1] H, int max_out):
+        """The LSH candidates of layer l for the dense layer inputs H [n, sizes[l]] (rows), as the
+        training sampler's LSH part asks for them (query mode, min_hits, up to max_out ids; no labels,
+        no random neurons). Returns (indptr int64 [n+1], ids int32). Serial; for untimed metrics."""
+        cdef int n = H.shape[0], i, nc
+        cdef Scratch sc
+        cdef Work wk
+        if not self.has_tab[l]:
+            raise ValueError(f"layer {l} has no LSH tables")
+        if H.shape[1] != self.net.sizes[l]:
+            raise ValueError(f"H must have {self.net.sizes[l]} columns, got {H.shape[1]}")
+        max_out = max(0, min(max_out, self.net.sizes[l + 1]))
+        sc = self._get_scratch(1)
+        memset(&wk, 0, sizeof(Work))
+        self._attach_scratch(&wk, sc)
+        out = np.empty((max(n, 1), max(max_out, 1)), np.int32)
+        cnt = np.zeros(n + 1, np.int64)
+        cdef int[:, ::1] o = out
+        cdef long long[::1] c = cnt
+        for i in range(n):
+            with nogil:
+                lsh_hash_dense(&self.tabs[l], &H[i, 0], wk.keys)
+                nc = lsh_query_buf(&self.tabs[l], wk.keys, self.net.qmode, max_out, self.net.min_hits,
+                                   wk.counts, &o[i, 0], NULL, max_out, wk.qbuf)
+            if nc < 0:
+                raise RuntimeError(f"LSH query failed (code {nc})")
+            c[i + 1] = c[i] + nc
+        ids = np.concatenate([out[i, :cnt[i + 1] - cnt[i]] for i in range(n)]) if n else np.empty(0, np.int32)
+        return cnt, ids.astype(np.int32)
+
     # ------------------------------------------------------------------------------- predict
     def predict(self, int[::1] xptr, int[::1] xind, float[::1] xval, int n, int k, bint exact,
                 int n_threads=0):
@@ -1014,6 +640,7 @@ cdef class Core:
         cdef unsigned char[::1] u8a, u8b
         cdef float[::1] f1, tv
         cdef int[::1] i1, ti
+        cdef Scratch sc
         out = np.full((n, k), -1, np.int32)
         if n == 0:
             return out
@@ -1032,9 +659,7 @@ cdef class Core:
         wk.xptr = &xptr[0]; wk.xind = &xind[0] if xind.shape[0] else NULL
         wk.xval = &xval[0] if xval.shape[0] else NULL
         sc = self._get_scratch(nt)
-        wk.maxn = sc[1]
-        u8a = sc[2]; u8b = sc[3]; f1 = sc[4]; i1 = sc[5]
-        wk.counts = &u8a[0]; wk.marks = &u8b[0]; wk.dense = &f1[0]; wk.keys = &i1[0]
+        self._attach_scratch(&wk, sc)
         self._setup_work(&wk, n, nt, 0, exact, 0, keep)
         tv = np.empty(<long>n * k, np.float32)
         ti = out.reshape(-1)
@@ -1070,69 +695,3 @@ cdef class Core:
                         nb = PB
                     topk_block(net, wk.H, s0, nb, k, wk.topv, wk.topi, &cntv[tid * PBS], &bufv[tid * PBS])
         return out
-
-
-cdef void topk_block(const Net* net, const float* H, int s0, int nb, int k, float* tv, int* ti,
-                     int* cnt, float* buf) noexcept nogil:
-    """Exact output layer for samples s0..s0+nb-1 (last hidden activations in H), top-k each."""
-    cdef int L = net.n_layers, j, s, n_in = net.sizes[L - 1], n_out = net.sizes[L]
-    cdef const float* W = net.W[L - 1]
-    cdef long rs = net.rs[L - 1]
-    cdef const float* bb = net.b[L - 1]
-    for s in range(nb):
-        cnt[s] = 0
-    for j in range(n_out):
-        if j + PF_AHEAD < n_out:
-            sb_prefetch_row(W + <long>(j + PF_AHEAD) * rs, n_in)
-        sb_dot_multi(W + <long>j * rs, bb[j], H + <long>s0 * n_in, n_in, nb, n_in, buf)
-        for s in range(nb):
-            if cnt[s] < k or buf[s] > tv[<long>(s0 + s) * k + k - 1]:
-                topk_push(buf[s], j, tv + <long>(s0 + s) * k, ti + <long>(s0 + s) * k, &cnt[s], k)
-    for s in range(nb):
-        for j in range(cnt[s], k):
-            ti[<long>(s0 + s) * k + j] = -1
-
-
-def parallel_capacity(int n_threads=2, long iters=100000000) -> float:
-    """Speedup of `n_threads` threads over one on a pure-compute loop (no memory traffic): about
-    n_threads on an idle machine, less when other processes hold the cores. Benchmarks print it so
-    a reader can tell whether a thread-scaling figure was limited by the engine or by the machine."""
-    cdef int t, nt = max(1, n_threads)
-    cdef long i
-    cdef double x
-    cdef double[::1] sink = np.zeros(64 * nt, np.float64)
-    t0 = time.perf_counter()
-    with nogil:
-        for i in range(iters):
-            sink[0] = sink[0] * 0.999999 + 1e-9
-    one = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    with nogil:
-        for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
-            x = 0.0
-            for i in range(iters):
-                x = x * 0.999999 + 1e-9
-            sink[64 * t] = x
-    many = time.perf_counter() - t0
-    return nt * one / many
-
-
-def triad_bandwidth(long n=1 << 24, int n_threads=1, int repeats=5) -> float:
-    """STREAM-style triad a = b + s*c on float32 arrays of n elements; best of `repeats`, bytes/s
-    counted as 3 * 4 * n (two reads, one write; write-allocate traffic not counted, as STREAM)."""
-    cdef float[::1] a = np.zeros(n, np.float32)
-    cdef float[::1] bb = np.ones(n, np.float32)
-    cdef float[::1] c = np.full(n, 2.0, np.float32)
-    cdef int r, t, nt = max(1, n_threads)
-    cdef long chunk = (n + nt - 1) // nt, lo, hi
-    best = 0.0
-    for r in range(repeats):
-        t0 = time.perf_counter()
-        with nogil:
-            for t in prange(nt, num_threads=nt, schedule="static"):
-                lo = t * chunk
-                hi = min(n, lo + chunk)
-                sb_triad(&a[0], &bb[0], &c[0], 3.0, lo, hi)
-        dt = time.perf_counter() - t0
-        best = max(best, 12.0 * n / dt)
-    return best

@@ -13,6 +13,9 @@ from libc.string cimport memset
 from cython.parallel cimport prange, parallel, threadid
 
 from lsh_kernels cimport *
+from lsh_hash cimport *
+from lsh_tables cimport *
+from lsh_query cimport *
 
 cnp.import_array()
 
@@ -346,6 +349,20 @@ cdef class LSHIndex:
             raise MemoryError(f"out of memory while {what} the LSH tables{extra}")
         raise ValueError(f"LSH kernel refused {what} (code {rc})")
 
+    def fifo_order(self, l):
+        """int64 [n_items]: the arrival order of table `l` in the last build (FIFO keeps, per bucket,
+        the last bucket_size ids to arrive): position p holds id (a*p + c) mod n, seeded per table
+        and build, so an overflowing bucket keeps an unbiased choice of its ids."""
+        l = _as_int(l, "l")
+        if l < 0 or l >= self.t.L:
+            raise ValueError(f"table index l must be in [0, {self.t.L}), got {l}")
+        cdef unsigned long long a = 1, c = 0
+        cdef int n = self.t.n_items
+        if n == 0:
+            return np.empty(0, dtype=np.int64)
+        lsh_fifo_order(lsh_build_stream(&self.t), l, n, &a, &c)
+        return ((np.uint64(a) * np.arange(n, dtype=np.uint64) + np.uint64(c)) % np.uint64(n)).astype(np.int64)
+
     def bucket(self, l, key):
         """Ids stored in bucket `key` of table `l` (int32 copy; FIFO: insertion order)."""
         l = _as_int(l, "l")
@@ -499,9 +516,12 @@ cdef class LSHIndex:
         cdef cnp.ndarray out = np.empty((n, mo), dtype=np.int32)
         cdef cnp.ndarray cnt = np.empty((n, mo), dtype=np.int32)
         cdef cnp.ndarray nres = np.empty(n, dtype=np.int32)
+        cdef long qsb = lsh_query_scratch_bytes(&self.t)
         cdef unsigned char* counts = <unsigned char*>calloc(<size_t>nt * ni, 1)
-        if counts == NULL:
-            raise MemoryError(f"out of memory for the query scratch ({nt * ni} bytes)")
+        cdef char* qbuf = <char*>malloc(<size_t>nt * qsb)
+        if counts == NULL or qbuf == NULL:
+            free(counts); free(qbuf)
+            raise MemoryError(f"out of memory for the query scratch ({nt * (ni + qsb)} bytes)")
         cdef int* pk = <int*>cnp.PyArray_DATA(kk)
         cdef int* po = <int*>cnp.PyArray_DATA(out)
         cdef int* pc = <int*>cnp.PyArray_DATA(cnt)
@@ -509,11 +529,14 @@ cdef class LSHIndex:
         cdef long i
         cdef int L = self.t.L
         cdef unsigned char* mine = NULL
+        cdef char* qmine = NULL
         with nogil, parallel(num_threads=nt):
             mine = counts + <long>threadid() * ni
+            qmine = qbuf + <long>threadid() * qsb
             for i in prange(n, schedule='dynamic', chunksize=16):
-                pr[i] = lsh_query(&self.t, pk + i * L, md, tg, mh, mine, po + i * mo, pc + i * mo, mo)
+                pr[i] = lsh_query_buf(&self.t, pk + i * L, md, tg, mh, mine, po + i * mo, pc + i * mo, mo, qmine)
         free(counts)
+        free(qbuf)
         if n and nres.min() < 0:
             self._raise(int(nres.min()), "querying")
         indptr = np.zeros(n + 1, np.int64)
@@ -546,7 +569,9 @@ cdef class LSHIndex:
         cdef cnp.ndarray kk = np.ascontiguousarray(K, dtype=np.int32)
         cdef cnp.ndarray out = np.empty(max_out, dtype=np.int32)
         cdef unsigned char* counts = <unsigned char*>calloc(self.t.n_items, 1)
-        if counts == NULL:
+        cdef char* qbuf = <char*>malloc(<size_t>lsh_query_scratch_bytes(&self.t))
+        if counts == NULL or qbuf == NULL:
+            free(counts); free(qbuf)
             raise MemoryError(f"out of memory for the query scratch ({self.t.n_items} bytes)")
         cdef long i, n = K.shape[0], total = 0
         cdef int rc = 0, md = QUERY_MODES[mode], tg = target, mh = min_hits, mo = max_out, L = self.t.L
@@ -556,12 +581,13 @@ cdef class LSHIndex:
         t0 = perf_counter()
         with nogil:
             for i in range(n):
-                rc = lsh_query(&self.t, pk + i * L, md, tg, mh, counts, po, NULL, mo)
+                rc = lsh_query_buf(&self.t, pk + i * L, md, tg, mh, counts, po, NULL, mo, qbuf)
                 if rc < 0:
                     break
                 total += rc
         secs = perf_counter() - t0
         free(counts)
+        free(qbuf)
         if rc < 0:
             self._raise(rc, "querying")
         return secs / n, total / <double>n

@@ -1,242 +1,21 @@
-"""The SLIDE network, Python side: configuration, validation, refresh schedule, save/load, memory
-preflight. The arithmetic lives in engine/_core.pyx (see docs/engine.md for the exact semantics).
+"""The SLIDE network, Python side: refresh schedule, save/load, predict, recall (configuration and
+memory preflight: engine/config.py). The arithmetic lives in engine/_core.pyx (see docs/engine.md for the exact semantics).
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from ..contract import derive_seed
 from . import _core
-
-LSH_SAMPLERS = ("vanilla", "topk", "threshold")
-SAMPLERS = LSH_SAMPLERS + ("random", "full")
-FAMILIES = ("dwta", "simhash", "wta", "doph")
-MAX_RANGE_POW = 30
-MAX_LAYERS = 8
-
-# keys the engine accepts; batch_size is accepted and ignored (the harness passes it)
-_DEFAULTS: dict[str, Any] = {
-    "hidden": [128], "optimizer": "adam", "lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
-    "init_std": 0.01, "sampler": "vanilla", "lsh_layers": "output", "hash": "dwta", "K": 6, "L": 50,
-    "range_pow": 18, "bucket_size": 128, "insertion": "fifo", "active": 0.005, "min_active": None,
-    "threshold_m": 2, "rehash": "fixed", "rehash_every": 6400, "rebuild_every": 128000,
-    "rehash_n0": 50, "rehash_decay": 0.05, "batch_size": None, "predict_mode": "exact",
-}
-
-
-@dataclass
-class Config:
-    n_features: int
-    n_labels: int
-    hidden: list[int]
-    optimizer: str
-    lr: float
-    beta1: float
-    beta2: float
-    eps: float
-    init_std: float
-    sampler: str
-    lsh_layers: list[int]
-    hash: str
-    K: int
-    L: int
-    range_pow: int
-    bucket_size: int
-    insertion: str
-    active: float
-    min_active: int | None
-    threshold_m: int
-    rehash: str
-    rehash_every: int
-    rebuild_every: int
-    rehash_n0: int
-    rehash_decay: float
-    batch_size: int | None
-    predict_mode: str
-    params: dict[str, Any] = field(default_factory=dict)   # the params as given (for save/describe)
-
-    @property
-    def sizes(self) -> list[int]:
-        return [self.n_features, *self.hidden, self.n_labels]
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.hidden) + 1
-
-    def layer_sampler(self, l: int) -> str:
-        """'full', 'lsh' or 'random' for layer l."""
-        if self.sampler == "full" or l not in self.lsh_layers:
-            return "full"
-        return "random" if self.sampler == "random" else "lsh"
-
-    def target(self, l: int) -> int:
-        n = self.sizes[l + 1]
-        t = math.ceil(self.active * n) if self.active < 1 else int(self.active)
-        return max(1, min(t, n))
-
-    def min_active_for(self, l: int) -> int:
-        n = self.sizes[l + 1]
-        m = self.target(l) if self.min_active is None else int(self.min_active)
-        return min(m, n)
-
-    def uses_tables(self) -> bool:
-        return self.sampler in LSH_SAMPLERS
-
-
-def _int(params: dict, key: str, lo: int, hi: int | None = None) -> int:
-    v = params[key]
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) and not (isinstance(v, float) and v.is_integer()):
-        raise ValueError(f"param {key!r} must be an integer, got {v!r}")
-    v = int(v)
-    if v < lo or (hi is not None and v > hi):
-        rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
-        raise ValueError(f"param {key!r} must be {rng}, got {v}")
-    return v
-
-
-def _float(params: dict, key: str, lo: float, hi: float | None = None, lo_open: bool = True) -> float:
-    v = params[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise ValueError(f"param {key!r} must be a number, got {v!r}")
-    v = float(v)
-    bad = (v <= lo if lo_open else v < lo) or (hi is not None and v >= hi) or not math.isfinite(v)
-    if bad:
-        raise ValueError(f"param {key!r} = {v} is out of range ({'>' if lo_open else '>='} {lo}"
-                         f"{'' if hi is None else f' and < {hi}'})")
-    return v
-
-
-def _choice(params: dict, key: str, options: tuple[str, ...]) -> str:
-    v = params[key]
-    if v not in options:
-        raise ValueError(f"param {key!r} must be one of {', '.join(options)}; got {v!r}")
-    return v
-
-
-def parse_config(n_features: int, n_labels: int, params: dict[str, Any] | None) -> Config:
-    """Validate a flat params dict (the "slide" system's keys) into a Config; ValueError on any
-    unknown key or bad value, naming it."""
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(_DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown engine param(s): {', '.join(map(repr, unknown))}; "
-                         f"known: {', '.join(sorted(_DEFAULTS))}")
-    for name, v in (("n_features", n_features), ("n_labels", n_labels)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if v >= 2**31 - 1:
-            raise ValueError(f"{name} = {v} does not fit the engine's int32 ids")
-    p = {**_DEFAULTS, **params}
-    hidden = p["hidden"]
-    if isinstance(hidden, (int, np.integer)):
-        hidden = [int(hidden)]
-    if not isinstance(hidden, (list, tuple)) or any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in hidden):
-        raise ValueError(f"param 'hidden' must be a list of positive layer sizes, got {p['hidden']!r}")
-    hidden = [int(h) for h in hidden]
-    if not hidden:
-        raise ValueError("param 'hidden' must name at least one hidden layer (sparse input -> hidden ReLU "
-                         "layers -> output)")
-    if len(hidden) + 1 > MAX_LAYERS:
-        raise ValueError(f"param 'hidden': at most {MAX_LAYERS - 1} hidden layers, got {len(hidden)}")
-    n_layers = len(hidden) + 1
-    ll = p["lsh_layers"]
-    if ll == "output":
-        lsh_layers = [n_layers - 1]
-    elif ll == "all":
-        lsh_layers = list(range(n_layers))
-    elif isinstance(ll, (list, tuple)) and all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ll):
-        lsh_layers = sorted({int(i) for i in ll})
-        bad = [i for i in lsh_layers if not 0 <= i < n_layers]
-        if bad:
-            raise ValueError(f"param 'lsh_layers' has layer indices out of range 0..{n_layers - 1}: {bad}")
-    else:
-        raise ValueError(f"param 'lsh_layers' must be 'output', 'all' or a list of layer indices, got {ll!r}")
-    active = _float(p, "active", 0.0)
-    if active >= 1 and not float(active).is_integer():
-        raise ValueError(f"param 'active' must be a fraction < 1 or a whole count >= 1, got {active}")
-    min_active = None if p["min_active"] is None else _int(p, "min_active", 0)
-    batch_size = None if p["batch_size"] is None else _int(p, "batch_size", 1)
-    L = _int(p, "L", 1, 255)
-    cfg = Config(
-        n_features=int(n_features), n_labels=int(n_labels), hidden=hidden,
-        optimizer=_choice(p, "optimizer", ("adam", "sgd")),
-        lr=_float(p, "lr", 0.0), beta1=_float(p, "beta1", 0.0, 1.0, lo_open=False),
-        beta2=_float(p, "beta2", 0.0, 1.0, lo_open=False), eps=_float(p, "eps", 0.0, lo_open=False),
-        init_std=_float(p, "init_std", 0.0, lo_open=False),
-        sampler=_choice(p, "sampler", SAMPLERS), lsh_layers=lsh_layers,
-        hash=_choice(p, "hash", FAMILIES), K=_int(p, "K", 1, 64), L=L,
-        range_pow=_int(p, "range_pow", 1, MAX_RANGE_POW), bucket_size=_int(p, "bucket_size", 1),
-        insertion=_choice(p, "insertion", ("fifo", "reservoir")), active=active, min_active=min_active,
-        threshold_m=_int(p, "threshold_m", 1, L), rehash=_choice(p, "rehash", ("fixed", "exponential")),
-        rehash_every=_int(p, "rehash_every", 1), rebuild_every=_int(p, "rebuild_every", 1),
-        rehash_n0=_int(p, "rehash_n0", 1), rehash_decay=_float(p, "rehash_decay", 0.0, lo_open=False),
-        batch_size=batch_size, predict_mode=_choice(p, "predict_mode", ("exact", "lsh")),
-        params=params,
-    )
-    return cfg
-
-
-# ------------------------------------------------------------------------------------ memory
-
-
-def _estimate(cfg: Config, n_threads: int = 1) -> dict[str, int]:
-    sizes = cfg.sizes
-    n_mats = 3 if cfg.optimizer == "adam" else 1
-    weights = sum((sizes[l] * sizes[l + 1] + sizes[l + 1]) * 4 * n_mats for l in range(cfg.n_layers))
-    tables = 0
-    if cfg.uses_tables():
-        for l in cfg.lsh_layers:
-            n = sizes[l + 1]
-            # CSR-like tables: offsets per bucket per table + one id per neuron per table,
-            # plus the codes array of a build and the hash functions (at most a float per dim per hash)
-            tables += cfg.L * ((1 << cfg.range_pow) + 1) * 4 + 2 * cfg.L * n * 4 + cfg.K * cfg.L * 8 + sizes[l] * 4 * cfg.L
-    b = cfg.batch_size or 128
-    maxn = max(sizes)
-    per_sample = 0
-    for l in range(cfg.n_layers):
-        cap = sizes[l + 1] if cfg.layer_sampler(l) == "full" else min(sizes[l + 1], max(cfg.target(l), cfg.min_active_for(l)) + 256)
-        per_sample += cap * 12
-    batch = b * per_sample + 4 * 8 * b * per_sample // 12      # buffers + row-bucketing entries
-    scratch = n_threads * (maxn * 6 + max(sizes[1:]) * 4 + 1024) + 3 * 4 * (sizes[0] + sum(sizes[1:]))
-    init_tmp = max(sizes[l] * sizes[l + 1] for l in range(cfg.n_layers)) * 4
-    return {"weights": weights, "tables": tables, "batch": batch, "scratch": scratch, "init": init_tmp,
-            "total": weights + tables + batch + scratch + init_tmp}
-
-
-def estimate_memory(n_features: int, n_labels: int, params: dict[str, Any] | None, *, n_threads: int = 1) -> int:
-    """Bytes a network of this configuration needs (weights + optimiser state, hash tables, batch
-    buffers, per-thread scratch, init temporaries)."""
-    return _estimate(parse_config(n_features, n_labels, params), n_threads)["total"]
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
-def _preflight(cfg: Config, n_threads: int) -> dict[str, int]:
-    import psutil
-    est = _estimate(cfg, n_threads)
-    avail = psutil.virtual_memory().available
-    if est["total"] > avail:
-        parts = ", ".join(f"{k} {_fmt_bytes(v)}" for k, v in est.items() if k != "total")
-        raise MemoryError(f"this engine configuration needs about {_fmt_bytes(est['total'])} ({parts}) "
-                          f"but only {_fmt_bytes(avail)} is available (range_pow={cfg.range_pow}, L={cfg.L}, "
-                          f"sizes={cfg.sizes})")
-    return est
-
+from .config import (  # noqa: F401  (re-exported: the engine's public configuration names)
+    CORRECTIONS, FAMILIES, LSH_SAMPLERS, MAX_LAYERS, MAX_RANGE_POW, SAMPLERS, Config, _preflight, auto_K,
+    derive_seed, estimate_memory, expected_candidates, parse_config)
 
 # ------------------------------------------------------------------------------------ network
 
@@ -265,18 +44,21 @@ def _check_csr(X, name: str, n_cols: int) -> sp.csr_matrix:
     return X
 
 
-def _layout() -> str:
+DEFAULT_LAYOUT = "wmv,soa"
+
+
+def _layout(v: str | None) -> str:
     """In-memory layout of weight and Adam-moment rows (internal; results do not depend on it), for
     layer 0 and for the later layers: "wmv" interleaves each row's weight, m and v ([rows][3][fan]) so
     a touched row is one contiguous block; "mv" interleaves only m and v; "soa" keeps three separate
     arrays. Default "wmv,soa": layer 0's rows are only ever touched sparsely (the features of a batch),
     while the output layer is also streamed whole (the `full` sampler, exact predict, rehash), which
-    interleaving slows down. SLIDEBENCH_ENGINE_LAYOUT overrides it for benchmarking the alternatives."""
-    v = os.environ.get("SLIDEBENCH_ENGINE_LAYOUT", "wmv,soa")
+    interleaving slows down. Benchmarks pass another one to `Network(layout=...)`."""
+    v = DEFAULT_LAYOUT if v is None else v
     parts = v.split(",")
     if not 1 <= len(parts) <= 2 or any(p not in ("wmv", "mv", "soa") for p in parts):
-        raise ValueError(f"SLIDEBENCH_ENGINE_LAYOUT must be one of wmv, mv, soa or two of them separated by "
-                         f"a comma (layer 0, later layers); got {v!r}")
+        raise ValueError(f"layout must be one of wmv, mv, soa or two of them separated by a comma "
+                         f"(layer 0, later layers); got {v!r}")
     return v
 
 
@@ -296,7 +78,8 @@ class Network:
     Build with ``Network.from_params``; see docs/engine.md for the exact semantics.
     """
 
-    def __init__(self, cfg: Config, *, seed: int = 0, n_threads: int = 1, _init_weights: bool = True):
+    def __init__(self, cfg: Config, *, seed: int = 0, n_threads: int = 1, layout: str | None = None,
+                 _init_weights: bool = True):
         if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
             raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -313,7 +96,8 @@ class Network:
             cfg.sizes, samplers, [cfg.target(l) for l in range(L)], [cfg.min_active_for(l) for l in range(L)],
             optimizer=cfg.optimizer, lr=cfg.lr, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps,
             query_mode=qmode, min_hits=cfg.threshold_m, seed=self.engine_seed, n_threads=self.n_threads,
-            layout=_layout())
+            layout=_layout(layout), lsh_caps=[cfg.lsh_cap(l) for l in range(L)],
+            rand_blocks=[cfg.rand_block(l) for l in range(L)], correct=cfg.correction == "logq")
         if _init_weights:
             rng = np.random.default_rng(derive_seed(self.seed, "init"))
             for l in range(L):
@@ -326,6 +110,7 @@ class Network:
         self.last_active = None
         self.last_active_layers = None
         self._tabled = [l for l in range(L) if samplers[l] == "lsh"]
+        self.rehash_interval = cfg.rehash_samples()
         self._generation = {l: 0 for l in self._tabled}
         # refresh schedule state (samples / batches since the last rehash / rebuild)
         self._since_rehash = 0
@@ -336,15 +121,15 @@ class Network:
                    "step_time_s": 0.0, "active_out_sum": 0.0, "touched_frac_sum": 0.0,
                    "lsh_cand_sum": 0.0, "lsh_cand_batches": 0}
         for l in self._tabled:
-            self._core.init_tables(l, cfg.hash, cfg.K, cfg.L, cfg.range_pow, cfg.bucket_size, cfg.insertion,
+            self._core.init_tables(l, cfg.hash, cfg.K_for(l), cfg.L, cfg.range_pow, cfg.bucket_size, cfg.insertion,
                                    self._table_seed(l))
         self._build_tables()
 
     # -------------------------------------------------------------------------------- build
     @classmethod
     def from_params(cls, n_features: int, n_labels: int, params: dict[str, Any] | None, *, seed: int = 0,
-                    n_threads: int = 1) -> "Network":
-        return cls(parse_config(n_features, n_labels, params), seed=seed, n_threads=n_threads)
+                    n_threads: int = 1, layout: str | None = None) -> "Network":
+        return cls(parse_config(n_features, n_labels, params), seed=seed, n_threads=n_threads, layout=layout)
 
     def _table_seed(self, l: int) -> int:
         ss = np.random.SeedSequence([self.engine_seed, 1 + l, self._generation.get(l, 0)])
@@ -380,7 +165,7 @@ class Network:
             self._since_rebuild = self._since_rehash = self._batches_since_rehash = 0
             return
         if cfg.rehash == "fixed":
-            due = self._since_rehash >= cfg.rehash_every
+            due = self._since_rehash >= self.rehash_interval
         else:
             interval = max(1, round(cfg.rehash_n0 * math.exp(cfg.rehash_decay * self._n_rehash_exp)))
             due = self._batches_since_rehash >= interval
@@ -389,12 +174,6 @@ class Network:
             self._c["rehashes"] += 1
             self._n_rehash_exp += 1
             self._since_rehash = self._batches_since_rehash = 0
-
-    def next_rehash_interval_batches(self) -> int | None:
-        """For the exponential schedule: batches between the current and the next rehash."""
-        if self.cfg.rehash != "exponential":
-            return None
-        return max(1, round(self.cfg.rehash_n0 * math.exp(self.cfg.rehash_decay * self._n_rehash_exp)))
 
     # -------------------------------------------------------------------------------- train
     def train_batch(self, X, Y) -> float:
@@ -413,6 +192,8 @@ class Network:
                                           self.debug_keep_active)
         self.last_active = st.get("active")
         self.last_active_layers = st.get("active_layers")
+        self.last_active_parts = st.get("active_parts")
+        self.last_logq = st.get("logq")
         c = self._c
         c["step_time_s"] += time.perf_counter() - t0
         c["steps"] += 1
@@ -420,6 +201,8 @@ class Network:
         c["time_forward_backward_s"] = c.get("time_forward_backward_s", 0.0) + st["time_forward_backward_s"]
         c["time_update_s"] = c.get("time_update_s", 0.0) + st["time_update_s"]
         c["active_out_sum"] += st["mean_active_out"] * b
+        for key in ("active_labels", "active_lsh", "active_random"):
+            c[key + "_sum"] = c.get(key + "_sum", 0.0) + st[key] * b
         c["touched_frac_sum"] += st["touched_rows_out"] / self.cfg.n_labels
         if not math.isnan(st["mean_lsh_candidates"]):
             c["lsh_cand_sum"] += st["mean_lsh_candidates"] * b
@@ -509,6 +292,7 @@ class Network:
             "since_rehash": self._since_rehash, "since_rebuild": self._since_rebuild,
             "batches_since_rehash": self._batches_since_rehash, "n_rehash_exp": self._n_rehash_exp,
             "counters": self._c, "n_threads": self.n_threads,
+            "table_builds": {str(l): self._core.table_builds(l) for l in self._tabled},
         }
         arrays["state"] = np.frombuffer(json.dumps(state).encode(), np.uint8)
         tmp = path.with_name(path.name + ".tmp.npz")
@@ -550,9 +334,12 @@ class Network:
         core.step = state["step"]
         core.samples_seen = state["samples_seen"]
         self._generation = {l: gens.get(l, 0) for l in self._tabled}
+        builds = {int(k): v for k, v in state.get("table_builds", {}).items()}
         for l in self._tabled:
             if self._generation[l]:
                 self._core.new_functions(l, self._table_seed(l))
+            if l in builds:      # the rebuild below continues the saved build stream
+                self._core.table_builds(l, max(builds[l] - 1, 0))
         self._build_tables()
         self._since_rehash = state["since_rehash"]
         self._since_rebuild = state["since_rebuild"]
@@ -585,11 +372,40 @@ class Network:
             "time_forward_backward_s": c.get("time_forward_backward_s", 0.0),
             "time_update_s": c.get("time_update_s", 0.0),
             "table_bytes": self.table_bytes(),
+            # per-sample means since the start (SlideTrainer reports them per train_steps call)
+            "active_labels": c.get("active_labels_sum", 0.0) / s, "active_lsh": c.get("active_lsh_sum", 0.0) / s,
+            "active_random": c.get("active_random_sum", 0.0) / s,
         }
+
+    # -------------------------------------------------------------------------------- recall
+    def lsh_candidates(self, X, max_out: int | None = None) -> list[np.ndarray]:
+        """For each row of X, the output layer's LSH candidates as the training sampler's LSH part
+        gets them (up to its LSH share, or max_out), from exact hidden activations. Untimed; only for
+        a network whose output layer is LSH-sampled."""
+        l = self.cfg.n_layers - 1
+        if l not in self._tabled:
+            raise ValueError("lsh_candidates: the output layer has no LSH tables (sampler is not an LSH one)")
+        X = _check_csr(X, "X", self.cfg.n_features)
+        if l > 0 and self.cfg.layer_sampler(l - 1) != "full":
+            raise ValueError("lsh_candidates: only for a network whose last hidden layer is computed in full")
+        H = self._core.hidden(X.indptr, X.indices, X.data, X.shape[0], self.n_threads)
+        cap = self.cfg.lsh_cap(l) if max_out is None else int(max_out)
+        indptr, ids = self._core.query_dense(l, np.ascontiguousarray(H, np.float32), cap)
+        return [ids[indptr[i]:indptr[i + 1]] for i in range(X.shape[0])]
+
+    def lsh_recall(self, X, k: int = 10) -> float:
+        """Mean over the rows of X of |LSH candidates & exact top-k outputs| / k."""
+        cands = self.lsh_candidates(X)
+        top = self.predict_topk(X, k, mode="exact")
+        hits = [np.intersect1d(c, t[t >= 0]).size / k for c, t in zip(cands, top)]
+        return float(np.mean(hits)) if hits else float("nan")
 
     def describe(self) -> dict[str, Any]:
         return {"sizes": self.cfg.sizes, "sampler": self.cfg.sampler, "lsh_layers": self.cfg.lsh_layers,
                 "layer_samplers": [self.cfg.layer_sampler(l) for l in range(self.cfg.n_layers)],
                 "targets": [self.cfg.target(l) for l in range(self.cfg.n_layers)],
+                "lsh_caps": [self.cfg.lsh_cap(l) for l in range(self.cfg.n_layers)],
+                "random_blocks": [self.cfg.rand_block(l) for l in range(self.cfg.n_layers)],
+                "K": [self.cfg.K_for(l) for l in self._tabled], "correction": self.cfg.correction,
                 "n_threads": self.n_threads, "seed": self.seed, "kernels": _core.kernels_dispatch(),
                 "memory_estimate_bytes": self.memory_estimate["total"], "table_bytes": self.table_bytes()}

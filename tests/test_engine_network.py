@@ -394,3 +394,22 @@ def test_sampled_hidden_layers_equal_masked_numpy_reference(hidden):
         loss_ref = masked_reference_step(ref, X, Y, act)
         assert loss == pytest.approx(loss_ref, rel=1e-4, abs=1e-6)
         assert_params_close(net.get_params(), ref.p)
+
+
+def test_engine_imports_nothing_from_the_harness():
+    import ast
+    from pathlib import Path
+
+    import slidebench.engine as eng
+    from slidebench.contract import derive_seed as harness_seed
+    from slidebench.engine.config import derive_seed as engine_seed
+    here = Path(eng.__file__).resolve().parent
+    for f in list(here.glob("*.py")) + list(here.glob("*.pyx")) + list(here.glob("*.pxd")):
+        text = f.read_text()
+        if f.suffix == ".py":
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.ImportFrom):
+                    assert node.level <= 1 and not (node.module or "").startswith("slidebench"), (f.name, node.module)
+        assert "slidebench.contract" not in text and "from .." not in text, f.name
+    for seed, purpose in [(0, "init"), (7, "engine"), (123456, "slide")]:
+        assert engine_seed(seed, purpose) == harness_seed(seed, purpose)

@@ -202,3 +202,17 @@ def test_lsh_on_every_layer_runs_deterministically():
     for k in out[0][1]:
         assert np.array_equal(out[0][1][k], out[1][1][k]), k
     assert np.array_equal(out[0][2], out[1][2])
+
+
+def test_rehash_every_auto_scales_with_the_cost_model():
+    from slidebench.engine.network import parse_config
+    base = {"sampler": "vanilla", "hash": "dwta", "K": 4, "L": 50, "rehash_every": "auto", "batch_size": 128}
+    small = parse_config(135909, 20000, {**base, "active": 1000}).rehash_samples()
+    big = parse_config(135909, 670091, {**base, "active": 1000}).rehash_samples()
+    dense_step = parse_config(135909, 670091, {**base, "active": 3000}).rehash_samples()
+    assert small % 128 == 0 and big % 128 == 0
+    assert big > 10 * small                 # more neurons to rehash -> rarer rehashes
+    assert dense_step < big                 # dearer steps -> a rehash is a smaller share
+    assert parse_config(100, 50, {**base, "rehash_every": 640}).rehash_samples() == 640
+    with pytest.raises(ValueError, match="'rehash_every'"):
+        parse_config(100, 50, {**base, "rehash_every": "sometimes"})

@@ -31,7 +31,8 @@ def test_registry_returns_slide_trainer():
 def test_setup_train_predict_describe(data, sampler):
     tr = get_trainer("slide")()
     tr.setup(data, {"batch_size": 64, "shuffle": True, "config": "default", "sampler": sampler, "hash": "simhash",
-                    "K": 6, "L": 16, "range_pow": 10, "active": 0.1, "lr": 3e-3, "hidden": [32]},
+                    "K": 6, "L": 16, "range_pow": 10, "active": 0.1, "lr": 3e-3, "hidden": [32],
+                    "correction": "none"},   # the contract, not the sampling (LSH-only + correction: docs)
              seed=3, n_threads=2)
     st = tr.train_steps(10)
     assert st.n_steps == 10 and st.n_samples == 640
@@ -75,3 +76,43 @@ def test_paper_config_and_errors(data):
         get_trainer("slide")().setup(data, {"sampler": "full"}, seed=0, n_threads=1)
     with pytest.raises(RuntimeError, match="setup"):
         get_trainer("slide")().train_steps(1)
+
+
+def test_step_counters_carry_the_active_set_composition(data):
+    tr = get_trainer("slide")()
+    tr.setup(data, {"batch_size": 64, "sampler": "topk", "hash": "simhash", "K": 3, "L": 8, "range_pow": 8,
+                    "active": 30, "random_active": 10, "hidden": [16]}, seed=1, n_threads=1)
+    st = tr.train_steps(5)
+    c = st.counters
+    assert c["active_random"] >= 10 and 0 < c["active_lsh"] <= 20 and c["active_labels"] >= 1
+    assert c["active_labels"] + c["active_lsh"] + c["active_random"] == pytest.approx(c["mean_active_out"])
+    rf = get_trainer("slide")()
+    rf.setup(data, {"batch_size": 64, "sampler": "full", "hidden": [16]}, seed=1, n_threads=1)
+    c = rf.train_steps(2).counters
+    assert c["active_lsh"] == 0 and c["active_random"] == 0 and c["active_labels"] >= 1
+
+
+def test_eval_metrics_recall_for_lsh_and_empty_otherwise(data):
+    tr = get_trainer("slide")()
+    # init_std 0.1: with the default 0.01 the biases (which the tables do not see) decide an
+    # almost untrained network's top-10
+    tr.setup(data, {"batch_size": 64, "sampler": "topk", "hash": "simhash", "K": 3, "L": 10, "range_pow": 8,
+                    "active": 30, "hidden": [16], "init_std": 0.1}, seed=2, n_threads=1)
+    tr.train_steps(5)
+    m = tr.eval_metrics(data.X_test)
+    assert set(m) == {"lsh_recall_at_10"} and 0.0 <= m["lsh_recall_at_10"] <= 1.0
+    rows = tr._recall_rows.copy()
+    assert len(rows) == 256                          # a fixed sample of at most 256 of the 300 rows
+    assert tr.eval_metrics(data.X_test) == m         # untimed, no side effect, same rows
+    assert np.array_equal(rows, tr._recall_rows)
+    # a direct recount: LSH candidates against the exact top-10 on those rows
+    X = data.X_test[rows]
+    cands = tr.net.lsh_candidates(X)
+    top = tr.net.predict_topk(X, 10)
+    manual = np.mean([len(set(c.tolist()) & set(t.tolist())) / 10 for c, t in zip(cands, top)])
+    assert m["lsh_recall_at_10"] == pytest.approx(manual)
+    assert m["lsh_recall_at_10"] > 30 / 100          # above a random 30 of 100 labels
+    for sampler in ("random", "full"):
+        t2 = get_trainer("slide")()
+        t2.setup(data, {"batch_size": 64, "sampler": sampler, "hidden": [16], "active": 30}, seed=2, n_threads=1)
+        assert t2.eval_metrics(data.X_test) == {}

@@ -271,9 +271,34 @@ def test_bucket_size_never_exceeded_and_fifo_keeps_last():
     for l in range(L):
         cnt = np.bincount(codes[:, l], minlength=2**5)
         assert np.array_equal(sizes[l], np.minimum(cnt, bs))
+        order = idx.fifo_order(l)          # arrival order of this table in this build
+        assert np.array_equal(np.sort(order), np.arange(n))
         for key in range(2**5):
-            expect = np.flatnonzero(codes[:, l] == key)[-bs:]
-            assert np.array_equal(idx.bucket(l, key), expect)
+            arrivals = order[codes[order, l] == key]
+            assert np.array_equal(idx.bucket(l, key), arrivals[-bs:])
+    # each table (and each build) has its own arrival order
+    assert not np.array_equal(idx.fifo_order(0), idx.fifo_order(1))
+    before = idx.fifo_order(0)
+    idx.insert(codes)
+    assert not np.array_equal(before, idx.fifo_order(0))
+
+
+@pytest.mark.parametrize("insertion", ["fifo", "reservoir"])
+def test_overflowing_buckets_store_every_neuron_with_equal_chance(insertion):
+    # SimHash K=4 on 20,000 random rows: 16 buckets of 128 per table hold about 10% of the rows.
+    # With arrival order 0..n-1 FIFO kept only the highest ids (14% stored, none below 10,000).
+    rng = np.random.default_rng(11)
+    n, L = 20000, 50
+    W = rng.standard_normal((n, 32)).astype(np.float32)
+    idx = LSHIndex("simhash", 32, 4, L, 18, 128, insertion=insertion, seed=3)
+    idx.build(W, n_threads=2)
+    _, ids = idx.export()
+    stored = np.zeros(n)
+    for l in range(L):
+        stored[ids[l][: int(idx.bucket_sizes()[l].sum())]] += 1
+    low, high = stored[: n // 2].sum(), stored[n // 2:].sum()
+    assert 0.8 <= low / high <= 1.25, (low, high)
+    assert (stored > 0).mean() >= 0.90, (stored > 0).mean()
 
 
 def test_reservoir_sizes_and_membership():

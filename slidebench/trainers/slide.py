@@ -3,8 +3,10 @@
 Params: the runner's keys (``batch_size``, ``shuffle``, ``config``) plus the engine's flat keys
 (see slidebench.engine.network / docs/engine.md). ``config`` names a starting point:
 
-* ``default``: the engine's defaults (DWTA K=6 L=50, range_pow 18, bucket 128, 0.5% active, Adam 1e-3);
-* ``paper``: the 2019 release's settings (the same tables and schedule, Adam lr 1e-4).
+* ``default``: chosen from the sampling evidence (docs/engine.md): 1,000 active output neurons a
+  sample, a uniform random block with the log-inclusion-probability correction, Adam 3e-3;
+* ``lsh``: the best LSH-based configuration of that evidence (500 SimHash top-k + 500 uniform, corrected);
+* ``paper``: the 2019 release's settings (DWTA K=6 L=50 vanilla padded to 0.5%, no correction, Adam 1e-4).
 
 Explicit params override the named configuration; unknown keys raise ValueError (from the engine).
 """
@@ -19,9 +21,23 @@ import scipy.sparse as sp
 from ..contract import RUNNER_KEYS, BatchStream, Dataset, StepStats, derive_seed  # noqa: F401
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "default": {},
+    # Chosen from benchmarks/sampling_evidence.py (docs/engine.md, "Sampling: the evidence"): at an
+    # equal active set of 1,000 neurons, a uniform random block with the log-inclusion correction
+    # learned fastest of every sampled configuration on delicious-small and amazon-small; LSH
+    # candidates in the active set (500 or 100 of the 1,000, corrected or not) lowered P@1, and
+    # LSH alone collapsed. So the default samples no LSH candidates.
+    "default": {"hidden": [128], "optimizer": "adam", "lr": 3e-3, "sampler": "random", "active": 1000,
+                "correction": "logq"},
+    # The best LSH-based configuration of the same evidence (for experiments about LSH itself):
+    # 500 SimHash top-k candidates (K auto, L 25) + a block of 500 uniform neurons, corrected.
+    "lsh": {"hidden": [128], "optimizer": "adam", "lr": 3e-3, "sampler": "topk", "hash": "simhash", "K": "auto",
+            "L": 25, "range_pow": 18, "bucket_size": 128, "active": 1000, "lsh_active": 500, "random_active": 500,
+            "correction": "logq"},
+    # The 2019 release's choices: the union of the hit buckets (DWTA K=6, L=50) padded with random
+    # neurons up to 0.5% of the outputs, no random block, no correction, fixed refresh, lr 1e-4.
     "paper": {"hidden": [128], "optimizer": "adam", "lr": 1e-4, "sampler": "vanilla", "hash": "dwta", "K": 6,
               "L": 50, "range_pow": 18, "bucket_size": 128, "insertion": "fifo", "active": 0.005,
+              "lsh_active": None, "random_active": 0, "min_active": None, "correction": "none",
               "rehash": "fixed", "rehash_every": 6400, "rebuild_every": 128000, "init_std": 0.01},
 }
 
@@ -87,6 +103,9 @@ class SlideTrainer:
         self.net = Network.from_params(data.n_features, data.n_labels, engine_params,
                                        seed=derive_seed(seed, "slide"), n_threads=self.n_threads)
         self.stream = batches if batches is not None else data.batches(self.batch_size, seed, shuffle=shuffle)
+        self._recall_seed = derive_seed(seed, "lsh_recall")
+        self._recall_rows: np.ndarray | None = None
+        self._parts_mark = self._parts_sums()
 
     def train_steps(self, n_steps: int) -> StepStats:
         if self.net is None or self.stream is None:
@@ -103,8 +122,38 @@ class SlideTrainer:
             done += 1
             if math.isnan(loss):     # diverged: stop early, the runner sees the NaN
                 break
+        counters = self.net.counters()
+        # active-set composition: per-sample means over the samples of this call
+        mark, self._parts_mark = self._parts_mark, self._parts_sums()
+        n = max(self._parts_mark[0] - mark[0], 1)
+        for i, key in enumerate(("active_labels", "active_lsh", "active_random")):
+            counters[key] = (self._parts_mark[1 + i] - mark[1 + i]) / n
         return StepStats(n_steps=done, n_samples=n_samples, loss=loss_sum / max(n_samples, 1),
-                         epoch=self.stream.epoch_progress, counters=self.net.counters())
+                         epoch=self.stream.epoch_progress, counters=counters)
+
+    def _parts_sums(self) -> tuple[float, float, float, float]:
+        c = self.net._c
+        return (c["samples"], c.get("active_labels_sum", 0.0), c.get("active_lsh_sum", 0.0),
+                c.get("active_random_sum", 0.0))
+
+    RECALL_QUERIES: ClassVar[int] = 256
+
+    def eval_metrics(self, X_csr: sp.csr_matrix) -> dict[str, float]:
+        """Untimed metrics the runner logs at each evaluation. For an LSH sampler:
+        ``lsh_recall_at_10``, recall@10 of the output layer's LSH candidates (its LSH share, as the
+        training sampler asks for them) against the exact top-10 output neurons, on a fixed sample of
+        at most 256 of these rows (chosen once, from the run seed); {} for full/random samplers."""
+        if self.net is None:
+            raise RuntimeError("slide: setup() must be called before eval_metrics()")
+        cfg = self.net.cfg
+        if cfg.layer_sampler(cfg.n_layers - 1) != "lsh" or X_csr.shape[0] == 0:
+            return {}
+        n = X_csr.shape[0]
+        if self._recall_rows is None or self._recall_rows.max(initial=-1) >= n:
+            rng = np.random.default_rng(self._recall_seed)
+            self._recall_rows = np.sort(rng.choice(n, size=min(n, self.RECALL_QUERIES), replace=False))
+        X = sp.csr_matrix(X_csr)[self._recall_rows]
+        return {"lsh_recall_at_10": self.net.lsh_recall(X, 10)}
 
     def predict_topk(self, X_csr: sp.csr_matrix, k: int) -> np.ndarray:
         if self.net is None:
