@@ -18,7 +18,7 @@ TUNED_KEYS = ("lr", "num_sampled")
 
 
 def collect(results_dir: Path, experiment: str) -> list[dict]:
-    from slidebench.runlog import find_logs, read_log
+    from slidebench.harness.runlog import find_logs, read_log
     rows = []
     for path in find_logs(results_dir, experiment):
         log = read_log(path)

@@ -1,6 +1,6 @@
 """The contract every system implements, and the pieces every system must share.
 
-The runner (slidebench.runner) owns the clock: it brackets only ``Trainer.train_steps`` with
+The runner (slidebench.harness.loop) owns the clock: it brackets only ``Trainer.train_steps`` with
 ``time.perf_counter``. Everything here is the same for every system:
 
 * ``Dataset``: the one in-memory form of a data set (scipy CSR features and labels).
