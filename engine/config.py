@@ -116,24 +116,38 @@ class Config:
     def rehash_samples(self) -> int:
         """Samples between rehashes of the fixed schedule: `rehash_every`, or for "auto" the interval
         at which a rehash costs about REHASH_SHARE (10%) of training time under a cost model (work
-        units, calibrated on the 670k-output benchmark, docs/engine.md):
-            rehash = sum over tabled layers of n_out * (hash_units(family) + L)
-            step   = batch * (sum over layers of active_l * fan_in_l) * 4   (layer 0: fan_in = 100 nonzeros)
+        units, calibrated at two shapes, 50k and 670k outputs, of benchmarks/engine_shape.py;
+        docs/engine.md):
+            rehash = REHASH_COST_SCALE * sum over tabled layers of n_out * (hash_units(family) + L)
+            step   = sum over layers of batch * active_l * fan_in_l * 4              (forward + backward)
+                   + REHASH_UPDATE_UNITS * sum over layers of rows_l * width_l          (the Adam update)
             interval_batches = rehash * (1 - share) / (share * step)
-        hash_units: dwta/wta/doph K*L*window, simhash dim*K*L/3 (a third of the projection is nonzero)."""
+        Layer 0 (sparse input): fan_in = REHASH_NNZ nonzeros a sample, rows = the expected distinct
+        features of a batch, n_in * (1 - (1 - nnz/n_in)^batch), of width n_out. Other layers: rows =
+        the expected distinct output neurons a batch touches, n_out * (1 - (1 - active/n_out)^batch)
+        (all of them for a full layer), of width fan_in. The update term is what makes a step at 670k
+        outputs dearer than one at 50k with the same active size (17% against 92% of the rows touched,
+        but 2.5x as many of them). hash_units: dwta/wta/doph K*L*window, simhash dim*K*L/3 (a third of
+        the projection is nonzero)."""
         if self.rehash_every != "auto":
             return int(self.rehash_every)
         b = self.batch_size or 128
         rehash = step = 0.0
         for l in range(self.n_layers):
             fan_in, n_out = self.sizes[l], self.sizes[l + 1]
-            act = n_out if self.layer_sampler(l) == "full" else max(self.target(l), self.min_active_for(l))
+            full = self.layer_sampler(l) == "full"
+            act = n_out if full else max(self.target(l), self.min_active_for(l))
             if l == 0:               # sparse input: about REHASH_NNZ nonzeros a sample
-                fan_in = min(fan_in, REHASH_NNZ)
-            step += b * act * fan_in * 4.0
+                nnz = min(fan_in, REHASH_NNZ)
+                rows = fan_in * (1.0 - (1.0 - nnz / fan_in) ** b)
+                step += b * act * nnz * 4.0 + REHASH_UPDATE_UNITS * rows * n_out
+            else:
+                rows = n_out if full else n_out * (1.0 - (1.0 - min(act, n_out) / n_out) ** b)
+                step += b * act * fan_in * 4.0 + REHASH_UPDATE_UNITS * rows * fan_in
             if self.layer_sampler(l) == "lsh":
                 K = self.K_for(l)
-                units = fan_in * K * self.L / 3.0 if self.hash == "simhash" else K * self.L * min(8, fan_in)
+                f_in = min(fan_in, REHASH_NNZ) if l == 0 else fan_in
+                units = f_in * K * self.L / 3.0 if self.hash == "simhash" else K * self.L * min(8, f_in)
                 rehash += n_out * (units + self.L) * REHASH_COST_SCALE
         if step <= 0 or rehash <= 0:
             return 6400
@@ -170,7 +184,8 @@ def expected_candidates(family: str, dim: int, n: int, K: int, L: int, range_pow
 
 AUTO_K_MARGIN = 2.0
 REHASH_SHARE = 0.10          # rehash_every = "auto": target share of training time
-REHASH_COST_SCALE = 2.0      # a rehash work unit against a step work unit (calibrated on the 670k benchmark, docs/engine.md)
+REHASH_COST_SCALE = 13.6     # a rehash work unit against a step work unit  } fitted together at the 50k and
+REHASH_UPDATE_UNITS = 30.0   # step work units per updated weight element    } 670k shapes (docs/engine.md)
 REHASH_NNZ = 100             # input nonzeros a sample assumed by the cost model
 
 
