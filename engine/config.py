@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from ._lsh_config import FAMILIES as _LSH_FAMILIES, INSERTIONS as _LSH_INSERTIONS, MAX_RANGE_POW, MAX_TABLES, check_config
+
 def derive_seed(seed: int, purpose: str) -> int:
     """A 63-bit seed for one named purpose (numpy SeedSequence of (seed, crc32(purpose))). The same
     derivation as the harness's derive_seed in its contract module (a test pins them equal): the engine
@@ -22,8 +24,9 @@ def derive_seed(seed: int, purpose: str) -> int:
 
 LSH_SAMPLERS = ("vanilla", "topk", "threshold")
 SAMPLERS = LSH_SAMPLERS + ("random", "full")
-FAMILIES = ("dwta", "simhash", "wta", "doph")
-MAX_RANGE_POW = 30
+# the LSH names and limits are engine/_lsh_config.pyx's (the one place for LSH rules); dwta first: the default
+FAMILIES = ("dwta",) + tuple(f for f in _LSH_FAMILIES if f != "dwta")
+INSERTIONS = tuple(_LSH_INSERTIONS)
 MAX_LAYERS = 8
 
 # keys the engine accepts; batch_size is accepted and ignored (the harness passes it)
@@ -278,7 +281,7 @@ def parse_config(n_features: int, n_labels: int, params: dict[str, Any] | None) 
         raise ValueError(f"param 'active' must be a fraction < 1 or a whole count >= 1, got {active}")
     min_active = None if p["min_active"] is None else _int(p, "min_active", 0)
     batch_size = None if p["batch_size"] is None else _int(p, "batch_size", 1)
-    L = _int(p, "L", 1, 255)
+    L = _int(p, "L", 1, MAX_TABLES)
     K = "auto" if p["K"] == "auto" else _int(p, "K", 1, 64)
     correction = _choice(p, "correction", CORRECTIONS)
     random_active = p["random_active"]
@@ -301,7 +304,7 @@ def parse_config(n_features: int, n_labels: int, params: dict[str, Any] | None) 
         sampler=_choice(p, "sampler", SAMPLERS), lsh_layers=lsh_layers,
         hash=_choice(p, "hash", FAMILIES), K=K, L=L,
         range_pow=_int(p, "range_pow", 1, MAX_RANGE_POW), bucket_size=_int(p, "bucket_size", 1),
-        insertion=_choice(p, "insertion", ("fifo", "reservoir")), active=active, min_active=min_active,
+        insertion=_choice(p, "insertion", INSERTIONS), active=active, min_active=min_active,
         threshold_m=_int(p, "threshold_m", 1, L), rehash=_choice(p, "rehash", ("fixed", "exponential")),
         rehash_every="auto" if p["rehash_every"] == "auto" else _int(p, "rehash_every", 1), rebuild_every=_int(p, "rebuild_every", 1),
         rehash_n0=_int(p, "rehash_n0", 1), rehash_decay=_float(p, "rehash_decay", 0.0, lo_open=False),
@@ -320,6 +323,11 @@ def parse_config(n_features: int, n_labels: int, params: dict[str, Any] | None) 
             raise ValueError(f"param 'lsh_active' = {lsh_active} asks for {cfg.lsh_cap(l)} LSH candidates in layer "
                              f"{l}, which with the random block of {cfg.rand_block(l)} is above its active target "
                              f"of {T} ('active')")
+        try:                 # the tables' own rules (e.g. K*L hash codes), checked before anything is built
+            check_config(cfg.hash, cfg.sizes[l], cfg.K_for(l), cfg.L, cfg.range_pow, cfg.bucket_size, cfg.insertion)
+        except ValueError as exc:
+            raise ValueError(f"params 'hash', 'K', 'L', 'range_pow', 'bucket_size', 'insertion' of layer {l}: "
+                             f"{exc}") from None
     return cfg
 
 
