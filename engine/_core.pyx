@@ -1,13 +1,9 @@
 # cython: language_level=3
 """The compiled SLIDE network: forward, backward, Adam/SGD, samplers, predict.
 
-Memory layout (rows of C-contiguous float32; row r of layer l at net.W[l] + r * net.rs[l]):
-  * layer 0 (input -> first layer) is feature-major: row f holds W0[f, :] (n_out floats), so a sparse
-    input row touches len(x) rows;
-  * layers l >= 1 are neuron-major: row j holds the fan-in of neuron j, so an active neuron is one row;
-  * Adam moments: row r at net.M[l] / net.V[l] + r * net.rsm[l]. Default layout "wmv,soa": layer 0
-    interleaves weight, m, v per row ([rows][3][fan], rs = rsm = 3 * fan) so a touched feature is one
-    contiguous block; later layers keep three separate arrays (rs = rsm = fan). See _alloc_rows.
+Memory layout: layer 0 feature-major (row f = W0[f, :]), later layers neuron-major (row j = the
+fan-in of neuron j), Adam moments beside or apart from the weights: engine/buffers.py, which
+allocates them; the kernels see base pointers and row strides (net.W / M / V, rs / rsm).
 
 A training step has two phases:
   1. per-sample pass, ``prange`` over the batch (one sample per iteration, HOGWILD-free because the
@@ -41,6 +37,7 @@ from lsh_query cimport *
 
 from net_kernels cimport *
 from net_sample cimport *
+from net_passes cimport *
 
 from slidebench.engine._lsh_config import QUERY_MODES
 from slidebench.engine.buffers import Scratch, aligned_zeros as _aligned_zeros, pad as _pad, alloc_rows
@@ -263,7 +260,7 @@ cdef class Core:
         cdef Upd u
         cdef Upd us[MAXL]
         cdef BucketJob bj[MAXL]
-        cdef int lq
+        cdef int rc
         cdef double loss_sum
         cdef object sc
         for l in range(L):
@@ -292,12 +289,9 @@ cdef class Core:
         ncand = np.full(b, -1, np.int32); wk.n_cand = &ncand[0]
         # ---- phase 1: per-sample forward/backward
         t_a = time.perf_counter()
-        with nogil, parallel(num_threads=nt):
-            tid = threadid()
-            for s in prange(b, schedule="dynamic", chunksize=1):
-                if sample_pass(net, &wk, s, tid) != 0:
-                    wk.err = -1
-        if wk.err != 0:
+        with nogil:
+            rc = samples_pass(net, &wk, b, nt, 1)
+        if rc != 0:
             raise RuntimeError("LSH query failed during training")
         t_b = time.perf_counter()
         loss_sum = 0.0
@@ -364,12 +358,8 @@ cdef class Core:
                 us[l].dense_rows = 1
                 us[l].n_rows = n_out
                 us[l].ent_s = NULL; us[l].ent_pos = NULL
-        with nogil, parallel(num_threads=min(nt, L)):
-            for lq in prange(L, schedule="static", chunksize=1):
-                if bj[lq].active:
-                    bj[lq].n_rows = bucket_rows(b, bj[lq].ids, bj[lq].off, bj[lq].cnt_s, bj[lq].cnt,
-                                                bj[lq].rstart, bj[lq].touched, bj[lq].ent_s,
-                                                bj[lq].ent_pos, bj[lq].n_total)
+        with nogil:
+            bucket_pass(bj, L, b, nt)
         for l in range(L):
             if bj[l].active:
                 us[l].n_rows = bj[l].n_rows
@@ -378,14 +368,8 @@ cdef class Core:
         for l in range(L):
             t_l = time.perf_counter()
             n_rows = us[l].n_rows
-            with nogil, parallel(num_threads=nt):
-                tid = threadid()
-                for t in prange(n_rows, schedule="dynamic", chunksize=16):
-                    update_row(net, &wk, &us[l], t, tid)
-            if bj[l].active:
-                with nogil:
-                    for t in range(n_rows):
-                        bj[l].cnt[bj[l].touched[t]] = 0
+            with nogil:
+                update_pass(net, &wk, &us[l], &bj[l], nt)
             stats[f"time_update_layer{l}_s"] = time.perf_counter() - t_l
             stats[f"touched_rows_layer{l}"] = n_rows
             if l == L - 1:
@@ -420,19 +404,13 @@ cdef class Core:
         return loss_sum / b, stats
 
     cdef _update_bias0(self, Work* wk, Upd* u, int b, int nt, list keep):
-        """Biases of layer 0 (indexed by neuron, while its weight rows are indexed by feature)."""
-        cdef int j, s, e, n_rows, t, h = self.net.sizes[1]
-        cdef float g
-        cdef float* bb = self.net.b[0]
+        """Biases of layer 0: bias0_pass (net_passes.pxd) with its bucketing buffers."""
+        cdef int h = self.net.sizes[1]
         cdef int[::1] cnt, rs, tch, ns, es, ep
         cdef long[::1] offs
         if wk.full[0]:
             with nogil:
-                for j in prange(h, num_threads=nt, schedule="static"):
-                    g = 0.0
-                    for s in range(b):
-                        g = g + wk.dlt[0][<long>s * wk.stride[0] + j]
-                    bias_step(u, bb, j, g)
+                bias0_pass(wk, u, self.net.b[0], b, h, nt, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
             return
         cnt = np.zeros(h + 1, np.int32); rs = np.zeros(h + 1, np.int32); tch = np.zeros(h + 1, np.int32)
         ns = np.asarray(<int[:b]> wk.nact[0]).copy()
@@ -440,13 +418,7 @@ cdef class Core:
         n_ent = max(int(np.asarray(ns).sum()), 1)
         es = np.empty(n_ent, np.int32); ep = np.empty(n_ent, np.int32)
         with nogil:
-            n_rows = bucket_rows(b, wk.ids[0], &offs[0], &ns[0], &cnt[0], &rs[0], &tch[0], &es[0], &ep[0], h)
-            for t in range(n_rows):
-                j = tch[t]
-                g = 0.0
-                for e in range(rs[j], cnt[j]):
-                    g = g + wk.dlt[0][ep[e]]
-                bias_step(u, bb, j, g)
+            bias0_pass(wk, u, self.net.b[0], b, h, nt, &offs[0], &ns[0], &cnt[0], &rs[0], &tch[0], &es[0], &ep[0])
 
     # ------------------------------------------------------------------------------- queries
     def hidden(self, int[::1] xptr, int[::1] xind, float[::1] xval, int n, int n_threads=0):
@@ -468,10 +440,8 @@ cdef class Core:
         self._setup_work(&wk, n, nt, 0, 1, 0, keep)
         Hv = H.reshape(-1)
         wk.H = &Hv[0]
-        with nogil, parallel(num_threads=nt):
-            tid = threadid()
-            for s in prange(n, schedule="dynamic", chunksize=4):
-                sample_pass(&self.net, &wk, s, tid)
+        with nogil:
+            samples_pass(&self.net, &wk, n, nt, 4)
         return H
 
     # ------------------------------------------------------------------------------- predict
@@ -481,7 +451,7 @@ cdef class Core:
         cdef Work wk
         cdef Net* net = &self.net
         cdef int nt = max(1, min(n_threads if n_threads > 0 else self.n_threads, max(n, 1)))
-        cdef int tid = 0, s, l
+        cdef int tid = 0, s, l, rc
         cdef list keep = []
         cdef unsigned char[::1] u8a, u8b
         cdef float[::1] f1, tv
@@ -514,7 +484,6 @@ cdef class Core:
         wk.topi = &ti[0]
         cdef float[::1] Hv, bufv
         cdef int[::1] cntv
-        cdef int nblk, blk, s0, nb
         if exact:
             # hidden layers per sample, then the output layer in blocks of PB samples: each output
             # row is read once per block instead of once per sample
@@ -523,21 +492,11 @@ cdef class Core:
             wk.H = &Hv[0]
             bufv = _aligned_zeros(nt * PBS, np.float32)
             cntv = _aligned_zeros(nt * PBS, np.int32)
-            nblk = (n + PB - 1) // PB
-        with nogil, parallel(num_threads=nt):
-            tid = threadid()
-            for s in prange(n, schedule="dynamic", chunksize=4):
-                if sample_pass(net, &wk, s, tid) != 0:
-                    wk.err = -1
-        if wk.err != 0:
+        with nogil:
+            rc = samples_pass(net, &wk, n, nt, 4)
+        if rc != 0:
             raise RuntimeError("LSH query failed during predict")
         if exact:
-            with nogil, parallel(num_threads=nt):
-                tid = threadid()
-                for blk in prange(nblk, schedule="dynamic", chunksize=1):
-                    s0 = blk * PB
-                    nb = n - s0
-                    if nb > PB:
-                        nb = PB
-                    topk_block(net, wk.H, s0, nb, k, wk.topv, wk.topi, &cntv[tid * PBS], &bufv[tid * PBS])
+            with nogil:
+                blocks_pass(net, &wk, n, k, nt, &cntv[0], &bufv[0])
         return out

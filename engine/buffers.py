@@ -1,7 +1,15 @@
 """The network core's buffers, allocated under the GIL: 64-byte aligned arrays, the weight and
 Adam-moment rows of a layer in the chosen memory layout, and the per-thread scratch. engine/_core.pyx
 takes base pointers and strides from these arrays and its nogil kernels (net_kernels.pxd,
-net_sample.pxd) work on them; nothing here runs per sample. Layouts are described in _core.pyx."""
+net_sample.pxd, net_passes.pxd) work on them; nothing here runs per sample.
+
+Memory layout (rows of C-contiguous float32; row r of layer l at net.W[l] + r * net.rs[l]):
+  * layer 0 (input -> first layer) is feature-major: row f holds W0[f, :] (n_out floats), so a sparse
+    input row touches len(x) rows;
+  * layers l >= 1 are neuron-major: row j holds the fan-in of neuron j, so an active neuron is one row;
+  * Adam moments: row r at net.M[l] / net.V[l] + r * net.rsm[l]. Default layout "wmv,soa": layer 0
+    interleaves weight, m, v per row ([rows][3][fan], rs = rsm = 3 * fan) so a touched feature is one
+    contiguous block; later layers keep three separate arrays (rs = rsm = fan). See alloc_rows."""
 from __future__ import annotations
 
 import numpy as np
