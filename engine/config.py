@@ -122,15 +122,17 @@ class Config:
         units, calibrated at two shapes, 50k and 670k outputs, of benchmarks/engine_shape.py;
         docs/engine.md):
             rehash = REHASH_COST_SCALE * sum over tabled layers of n_out * (hash_units(family) + L)
-            step   = sum over layers of batch * active_l * fan_in_l * 4              (forward + backward)
-                   + REHASH_UPDATE_UNITS * sum over layers of rows_l * width_l          (the Adam update)
+            step   = sum over layers of (batch * active_l * fan_in_l * 4              (forward + backward)
+                                         + REHASH_UPDATE_UNITS * rows_l * width_l)     (the optimiser update)
+                                        * (1 + REHASH_MISS_PENALTY * miss_l)
+            miss_l = max(0, 1 - REHASH_CACHE_BYTES / (4 * fan_in_l * n_out_l))      (weights beyond the cache)
             interval_batches = rehash * (1 - share) / (share * step)
         Layer 0 (sparse input): fan_in = REHASH_NNZ nonzeros a sample, rows = the expected distinct
         features of a batch, n_in * (1 - (1 - nnz/n_in)^batch), of width n_out. Other layers: rows =
         the expected distinct output neurons a batch touches, n_out * (1 - (1 - active/n_out)^batch)
-        (all of them for a full layer), of width fan_in. The update term is what makes a step at 670k
-        outputs dearer than one at 50k with the same active size (17% against 92% of the rows touched,
-        but 2.5x as many of them). hash_units: dwta/wta/doph K*L*window, simhash dim*K*L/3 (a third of
+        (all of them for a full layer), of width fan_in. The update and cache terms are what make a step
+        at 670k outputs 2.4-3.1x dearer than one at 50k with the same active size (2.5x the rows
+        touched; 343 MB of output weights against 26 MB). hash_units: dwta/wta/doph K*L*window, simhash dim*K*L/3 (a third of
         the projection is nonzero)."""
         if self.rehash_every != "auto":
             return int(self.rehash_every)
@@ -140,13 +142,15 @@ class Config:
             fan_in, n_out = self.sizes[l], self.sizes[l + 1]
             full = self.layer_sampler(l) == "full"
             act = n_out if full else max(self.target(l), self.min_active_for(l))
+            miss = max(0.0, 1.0 - REHASH_CACHE_BYTES / (4.0 * fan_in * n_out))   # weights beyond the cache
             if l == 0:               # sparse input: about REHASH_NNZ nonzeros a sample
                 nnz = min(fan_in, REHASH_NNZ)
                 rows = fan_in * (1.0 - (1.0 - nnz / fan_in) ** b)
-                step += b * act * nnz * 4.0 + REHASH_UPDATE_UNITS * rows * n_out
+                work = b * act * nnz * 4.0 + REHASH_UPDATE_UNITS * rows * n_out
             else:
                 rows = n_out if full else n_out * (1.0 - (1.0 - min(act, n_out) / n_out) ** b)
-                step += b * act * fan_in * 4.0 + REHASH_UPDATE_UNITS * rows * fan_in
+                work = b * act * fan_in * 4.0 + REHASH_UPDATE_UNITS * rows * fan_in
+            step += work * (1.0 + REHASH_MISS_PENALTY * miss)
             if self.layer_sampler(l) == "lsh":
                 K = self.K_for(l)
                 f_in = min(fan_in, REHASH_NNZ) if l == 0 else fan_in
@@ -187,8 +191,10 @@ def expected_candidates(family: str, dim: int, n: int, K: int, L: int, range_pow
 
 AUTO_K_MARGIN = 2.0
 REHASH_SHARE = 0.10          # rehash_every = "auto": target share of training time
-REHASH_COST_SCALE = 13.6     # a rehash work unit against a step work unit  } fitted together at the 50k and
-REHASH_UPDATE_UNITS = 30.0   # step work units per updated weight element    } 670k shapes (docs/engine.md)
+REHASH_COST_SCALE = 9.6      # a rehash work unit against a step work unit   } fitted together at the 50k
+REHASH_UPDATE_UNITS = 10.0   # step work units per updated weight element     } and 670k shapes
+REHASH_MISS_PENALTY = 0.7    # extra step cost of a layer's work when its weights miss the cache } (docs/engine.md)
+REHASH_CACHE_BYTES = 32 * 2**20   # weights up to this size are taken to stay in the last-level cache
 REHASH_NNZ = 100             # input nonzeros a sample assumed by the cost model
 
 
