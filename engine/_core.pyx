@@ -1,13 +1,9 @@
 # cython: language_level=3
 """The compiled SLIDE network: forward, backward, Adam/SGD, samplers, predict.
 
-Memory layout (rows of C-contiguous float32; row r of layer l at net.W[l] + r * net.rs[l]):
-  * layer 0 (input -> first layer) is feature-major: row f holds W0[f, :] (n_out floats), so a sparse
-    input row touches len(x) rows;
-  * layers l >= 1 are neuron-major: row j holds the fan-in of neuron j, so an active neuron is one row;
-  * Adam moments: row r at net.M[l] / net.V[l] + r * net.rsm[l]. Default layout "wmv,soa": layer 0
-    interleaves weight, m, v per row ([rows][3][fan], rs = rsm = 3 * fan) so a touched feature is one
-    contiguous block; later layers keep three separate arrays (rs = rsm = fan). See _alloc_rows.
+Memory layout: layer 0 feature-major (row f = W0[f, :]), later layers neuron-major (row j = the
+fan-in of neuron j), Adam moments beside or apart from the weights: engine/buffers.py, which
+allocates them; the kernels see base pointers and row strides (net.W / M / V, rs / rsm).
 
 A training step has two phases:
   1. per-sample pass, ``prange`` over the batch (one sample per iteration, HOGWILD-free because the
@@ -28,6 +24,7 @@ from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset, memcpy
 from libc.math cimport expf, logf, sqrtf, isnan, acosf, powf
 from libc.stdint cimport uint64_t
+from cpython.pycapsule cimport PyCapsule_GetPointer
 
 import time
 
@@ -40,11 +37,12 @@ from lsh_query cimport *
 
 from net_kernels cimport *
 from net_sample cimport *
+from net_passes cimport *
+
+from slidebench.engine._lsh_config import QUERY_MODES
+from slidebench.engine.buffers import Scratch, aligned_zeros as _aligned_zeros, pad as _pad, alloc_rows
 
 SAMPLERS = {"full": SAMP_FULL, "lsh": SAMP_LSH, "random": SAMP_RANDOM}
-FAMILIES = {"simhash": SB_SIMHASH, "wta": SB_WTA, "dwta": SB_DWTA, "doph": SB_DOPH}
-QUERY_MODES = {"vanilla": SB_Q_VANILLA, "topk": SB_Q_TOPK, "threshold": SB_Q_THRESHOLD}
-INSERTIONS = {"fifo": SB_FIFO, "reservoir": SB_RESERVOIR}
 LAYOUTS = {"soa": LAYOUT_SOA, "mv": LAYOUT_MV, "wmv": LAYOUT_WMV}
 
 
@@ -53,64 +51,10 @@ def kernels_dispatch() -> str:
     return sb_kernels_dispatch().decode()
 
 
-cdef long _pad(long n):
-    """Round an element count up to a multiple of 64 and add 64 (per-thread / per-sample strides:
-    64-byte multiples for 1- and 4-byte elements, with at least a line of padding)."""
-    return ((n + 63) // 64) * 64 + 64
-
-
-def _aligned_zeros(long n, dtype):
-    """Zeroed 1-d array whose data starts on a 64-byte boundary."""
-    itemsize = np.dtype(dtype).itemsize
-    buf = np.zeros(n + 64 // itemsize + 1, dtype)
-    off = ((-buf.ctypes.data) % 64) // itemsize
-    return buf[off:off + n]
-
-cdef class Scratch:
-    """Per-thread scratch of a Core, one slice per OpenMP thread id. Every thread's slice starts on
-    its own 64-byte line with a line of padding after it, so threads never write the same cache line
-    (false sharing cost the second thread all its gain before this)."""
-    cdef public int nt
-    cdef public long maxn              # bytes/items per thread of counts, marks, dense
-    cdef public object counts          # uint8 [nt * maxn] lsh_query hit counters (zero between uses)
-    cdef public object marks           # uint8 [nt * maxn] active-set membership marks (zero between uses)
-    cdef public object dense           # float32 [nt * maxn] densified layer input for hashing
-    cdef public object keys            # int32 [nt * KEYS_STRIDE] hash keys
-    cdef public object grad            # float32 [nt * grad_stride] gradient row of the update pass
-    cdef public long grad_stride
-    cdef public object qbuf            # bytes [nt * qbuf_stride] topk/threshold query scratch
-    cdef public long qbuf_stride
-    cdef public object hits            # int32 [nt * hits_stride] hit counts of the LSH candidates
-    cdef public long hits_stride
-
-    def __init__(self, Core core, int nt):
-        cdef int l, L = core.net.n_layers
-        cdef long maxn = max(core.net.sizes[l] for l in range(L + 1))
-        cdef long maxrow = max([core.net.sizes[1]] + [core.net.sizes[l] for l in range(1, L)])
-        cdef long qsb = 64, hs = 64
-        for l in range(L):
-            if core.has_tab[l]:
-                qsb = max(qsb, 20L * min(<long>core.tabs[l].L * core.tabs[l].bucket_size, core.net.sizes[l + 1]))
-                hs = max(hs, <long>core.net.lsh_cap[l])
-        self.nt = nt
-        self.maxn = _pad(maxn)
-        self.counts = _aligned_zeros(nt * self.maxn, np.uint8)
-        self.marks = _aligned_zeros(nt * self.maxn, np.uint8)
-        self.dense = _aligned_zeros(nt * self.maxn, np.float32)
-        self.keys = _aligned_zeros(nt * KEYS_STRIDE, np.int32)
-        self.grad_stride = _pad(maxrow)
-        self.grad = _aligned_zeros(nt * self.grad_stride, np.float32)
-        self.qbuf_stride = _pad(qsb)
-        self.qbuf = _aligned_zeros(nt * self.qbuf_stride, np.int8)
-        self.hits_stride = _pad(hs)
-        self.hits = _aligned_zeros(nt * self.hits_stride, np.int32)
-
-
 cdef class Core:
     """Owner of the network's arrays and hash tables. Driven by engine/network.py:Network."""
     cdef Net net
-    cdef LSHTables tabs[MAXL]
-    cdef int has_tab[MAXL]
+    cdef list _index                       # per layer: the LSHIndex owning its tables, or None
     cdef public list W, b, mW, vW, mb, vb  # W/mW/vW: [rows, fan] views (rows = features for layer 0)
     cdef list _bufs                        # the arrays behind them (per layer)
     cdef public str layout
@@ -121,17 +65,7 @@ cdef class Core:
     cdef public int opt
     cdef public double lr, b1, b2, eps
     cdef list _sort                        # per layer (cnt, rstart, touched) int32 arrays; [0] = features
-    cdef Scratch _scratch                  # per-thread arrays
-
-    def __cinit__(self):
-        memset(self.tabs, 0, sizeof(self.tabs))
-        memset(self.has_tab, 0, sizeof(self.has_tab))
-
-    def __dealloc__(self):
-        cdef int l
-        for l in range(MAXL):
-            if self.has_tab[l]:
-                lsh_free(&self.tabs[l])
+    cdef object _scratch                   # per-thread arrays (buffers.Scratch)
 
     def __init__(self, sizes, samplers, targets, min_active, *, str optimizer, double lr, double b1,
                  double b2, double eps, str query_mode, int min_hits, unsigned long long seed,
@@ -166,6 +100,7 @@ cdef class Core:
         self.W, self.b, self.mW, self.vW, self.mb, self.vb = [], [], [], [], [], []
         self._sort = []
         self._bufs = []
+        self._index = [None] * L
         for l in range(L + 1):
             self.net.sizes[l] = int(sizes[l])
         for l in range(L):
@@ -197,138 +132,76 @@ cdef class Core:
         self._scratch = None
 
     def _alloc_rows(self, int l, long rows, long fan):
-        """Weight and Adam-moment rows of layer l in the chosen layout. `W[l]`, `mW[l]`, `vW[l]` are
-        [rows, fan] numpy views (strided when interleaved); the kernels see base pointers and strides."""
-        cdef float[:, :, ::1] b3
-        cdef float[:, ::1] b2_
-        cdef float[:, ::1] mv
-        adam = self.opt == OPT_ADAM
-        lay = self._layouts[0 if l == 0 else 1]
-        if adam and lay == "wmv":
-            buf = _aligned_zeros(rows * 3 * fan, np.float32).reshape(rows, 3, fan)
-            self._bufs.append((buf,))
-            self.W.append(buf[:, 0, :]); self.mW.append(buf[:, 1, :]); self.vW.append(buf[:, 2, :])
-            b3 = buf
-            self.net.W[l] = &b3[0, 0, 0]
-            self.net.M[l] = &b3[0, 1, 0]
-            self.net.V[l] = &b3[0, 2, 0]
-            self.net.rs[l] = 3 * fan
-            self.net.rsm[l] = 3 * fan
-        else:
-            wbuf = _aligned_zeros(rows * fan, np.float32).reshape(rows, fan)
-            b2_ = wbuf
-            self.W.append(wbuf)
-            self.net.W[l] = &b2_[0, 0]
-            self.net.rs[l] = fan
-            if not adam:
-                self._bufs.append((wbuf,))
-                self.mW.append(None); self.vW.append(None)
-                self.net.M[l] = NULL; self.net.V[l] = NULL; self.net.rsm[l] = 0
-            elif lay == "mv":
-                mbuf = _aligned_zeros(rows * 2 * fan, np.float32).reshape(rows, 2, fan)
-                self._bufs.append((wbuf, mbuf))
-                self.mW.append(mbuf[:, 0, :]); self.vW.append(mbuf[:, 1, :])
-                b3 = mbuf
-                self.net.M[l] = &b3[0, 0, 0]
-                self.net.V[l] = &b3[0, 1, 0]
-                self.net.rsm[l] = 2 * fan
-            else:
-                m_ = _aligned_zeros(rows * fan, np.float32).reshape(rows, fan)
-                v_ = _aligned_zeros(rows * fan, np.float32).reshape(rows, fan)
-                self._bufs.append((wbuf, m_, v_))
-                self.mW.append(m_); self.vW.append(v_)
-                mv = m_
-                self.net.M[l] = &mv[0, 0]
-                mv = v_
-                self.net.V[l] = &mv[0, 0]
-                self.net.rsm[l] = fan
+        """Weight and Adam-moment rows of layer l in the chosen layout (buffers.alloc_rows). `W[l]`,
+        `mW[l]`, `vW[l]` are [rows, fan] numpy views (strided when interleaved); the kernels see base
+        pointers and strides."""
+        cdef float[:, :] v
+        keep, W, mW, vW, rs, rsm = alloc_rows(self._layouts[0 if l == 0 else 1], self.opt == OPT_ADAM, rows, fan)
+        self._bufs.append(keep)
+        self.W.append(W); self.mW.append(mW); self.vW.append(vW)
+        v = W
+        self.net.W[l] = &v[0, 0]
+        self.net.rs[l] = rs
+        self.net.rsm[l] = rsm
+        self.net.M[l] = NULL
+        self.net.V[l] = NULL
+        if mW is not None:
+            v = mW
+            self.net.M[l] = &v[0, 0]
+            v = vW
+            self.net.V[l] = &v[0, 0]
 
     cdef void _pointers(self, int l):
         cdef float[::1] bb = self.b[l]
         self.net.b[l] = &bb[0]
 
     # ------------------------------------------------------------------------------- tables
-    def init_tables(self, int l, str family, int K, int L, int range_pow, int bucket_size,
-                    str insertion, unsigned long long seed):
-        """Create the LSH tables of layer l (hash functions from `seed`); build() fills them."""
-        cdef int rc, dim
+    def attach_tables(self, int l, index):
+        """Sample layer l from `index`, an LSHIndex over its neurons (engine/_lsh.pyx), which owns and
+        validates the tables; the core keeps it alive and reads its tables in the nogil pass."""
         if l < 0 or l >= self.net.n_layers:
             raise ValueError(f"layer {l} out of range")
-        if family not in FAMILIES:
-            raise ValueError(f"unknown hash family {family!r}; known: {', '.join(FAMILIES)}")
-        if insertion not in INSERTIONS:
-            raise ValueError(f"unknown insertion {insertion!r}; known: {', '.join(INSERTIONS)}")
-        if L < 1 or L > MAX_TABLES:
-            raise ValueError(f"L must be in 1..{MAX_TABLES}, got {L}")
-        dim = self.net.sizes[l]
-        if self.has_tab[l]:
-            lsh_free(&self.tabs[l])
-            self.has_tab[l] = 0
-        rc = lsh_init(&self.tabs[l], FAMILIES[family], dim, K, L, range_pow, bucket_size,
-                      INSERTIONS[insertion], seed)
-        if rc != 0:
-            lsh_free(&self.tabs[l])
-            raise ValueError(
-                f"LSH tables for layer {l} refused the configuration (code {rc}): family={family} "
-                f"dim={dim} K={K} L={L} range_pow={range_pow} bucket_size={bucket_size} insertion={insertion}")
-        self.has_tab[l] = 1
-        self.net.tab[l] = &self.tabs[l]
+        if index.dim != self.net.sizes[l]:
+            raise ValueError(f"the tables of layer {l} hash {index.dim}-d vectors, its input has {self.net.sizes[l]}")
+        self.net.tab[l] = <LSHTables*>PyCapsule_GetPointer(index._capsule(), b"slidebench.engine.LSHTables")
+        self._index[l] = index
         self._scratch = None          # the query scratch is sized by the tables
-
-    def new_functions(self, int l, unsigned long long seed):
-        """The paper's 'rebuild': new hash functions (call build() afterwards)."""
-        if not self.has_tab[l]:
-            raise ValueError(f"layer {l} has no LSH tables")
-        cdef int rc = lsh_new_functions(&self.tabs[l], seed)
-        if rc != 0:
-            raise RuntimeError(f"lsh_new_functions failed for layer {l} (code {rc})")
 
     def build(self, int l, int n_threads=0):
         """The paper's 'rehash': hash every neuron of layer l with the current functions, refill."""
         cdef int rc, nt = n_threads if n_threads > 0 else self.n_threads
         cdef long n_out = self.net.sizes[l + 1], n_in = self.net.sizes[l]
         cdef long row_stride, elem_stride
-        if not self.has_tab[l]:
+        if self._index[l] is None:
             raise ValueError(f"layer {l} has no LSH tables")
         if l == 0:     # neuron j of layer 0 is column j of the feature-major matrix
             row_stride, elem_stride = 1, self.net.rs[0]
         else:
             row_stride, elem_stride = self.net.rs[l], 1
         with nogil:
-            rc = lsh_build(&self.tabs[l], self.net.W[l], n_out, row_stride, elem_stride, nt)
+            rc = lsh_build(self.net.tab[l], self.net.W[l], n_out, row_stride, elem_stride, nt)
         if rc != 0:
             if rc == SB_LSH_ENOMEM:
                 raise MemoryError(f"out of memory while building the LSH tables of layer {l}")
             raise RuntimeError(f"lsh_build failed for layer {l} (code {rc})")
 
-    def table_builds(self, int l, long long set_to=-1) -> int:
-        """Builds of layer l's tables since its functions were drawn (the build's random stream:
-        reservoir draws, FIFO arrival order); `set_to` >= 0 restores it (load)."""
-        if not self.has_tab[l]:
-            raise ValueError(f"layer {l} has no LSH tables")
-        if set_to >= 0:
-            self.tabs[l].n_builds = <unsigned long long>set_to
-        return int(self.tabs[l].n_builds)
-
-    def table_nbytes(self, int l) -> int:
-        if not self.has_tab[l]:
-            return 0
-        cdef LSHTables* t = &self.tabs[l]
-        cdef long nb = 0
-        if t.offsets != NULL:
-            nb += (<long>t.L) * ((1L << t.range_pow) + 1) * 4
-        if t.ids != NULL:
-            nb += (<long>t.L) * t.n_items * 4
-        return nb
-
     # ------------------------------------------------------------------------------- scratch
-    cdef Scratch _get_scratch(self, int nt):
-        """Per-thread scratch (see Scratch), grown when more threads are asked for."""
+    cdef object _get_scratch(self, int nt):
+        """Per-thread scratch (buffers.Scratch), grown when more threads are asked for."""
+        cdef int l, L = self.net.n_layers
+        cdef long qsb = 64, hs = 64
         if self._scratch is None or self._scratch.nt < nt:
-            self._scratch = Scratch(self, nt)
+            for l in range(L):
+                if self.net.tab[l] != NULL:
+                    qsb = max(qsb, 20L * min(<long>self.net.tab[l].L * self.net.tab[l].bucket_size,
+                                             self.net.sizes[l + 1]))
+                    hs = max(hs, <long>self.net.lsh_cap[l])
+            self._scratch = Scratch(nt, max([self.net.sizes[l] for l in range(L + 1)]),
+                                    max([self.net.sizes[1]] + [self.net.sizes[l] for l in range(1, L)]),
+                                    qsb, hs, KEYS_STRIDE)
         return self._scratch
 
-    cdef void _attach_scratch(self, Work* wk, Scratch sc):
+    cdef void _attach_scratch(self, Work* wk, object sc):
         cdef unsigned char[::1] u8
         cdef float[::1] f1
         cdef int[::1] i1
@@ -387,11 +260,11 @@ cdef class Core:
         cdef Upd u
         cdef Upd us[MAXL]
         cdef BucketJob bj[MAXL]
-        cdef int lq
+        cdef int rc
         cdef double loss_sum
-        cdef Scratch sc
+        cdef object sc
         for l in range(L):
-            if net.samp[l] == SAMP_LSH and not self.has_tab[l]:
+            if net.samp[l] == SAMP_LSH and self._index[l] is None:
                 raise RuntimeError(f"layer {l} uses the lsh sampler but has no tables")
         memset(&wk, 0, sizeof(Work))
         wk.b = b
@@ -416,12 +289,9 @@ cdef class Core:
         ncand = np.full(b, -1, np.int32); wk.n_cand = &ncand[0]
         # ---- phase 1: per-sample forward/backward
         t_a = time.perf_counter()
-        with nogil, parallel(num_threads=nt):
-            tid = threadid()
-            for s in prange(b, schedule="dynamic", chunksize=1):
-                if sample_pass(net, &wk, s, tid) != 0:
-                    wk.err = -1
-        if wk.err != 0:
+        with nogil:
+            rc = samples_pass(net, &wk, b, nt, 1)
+        if rc != 0:
             raise RuntimeError("LSH query failed during training")
         t_b = time.perf_counter()
         loss_sum = 0.0
@@ -488,12 +358,8 @@ cdef class Core:
                 us[l].dense_rows = 1
                 us[l].n_rows = n_out
                 us[l].ent_s = NULL; us[l].ent_pos = NULL
-        with nogil, parallel(num_threads=min(nt, L)):
-            for lq in prange(L, schedule="static", chunksize=1):
-                if bj[lq].active:
-                    bj[lq].n_rows = bucket_rows(b, bj[lq].ids, bj[lq].off, bj[lq].cnt_s, bj[lq].cnt,
-                                                bj[lq].rstart, bj[lq].touched, bj[lq].ent_s,
-                                                bj[lq].ent_pos, bj[lq].n_total)
+        with nogil:
+            bucket_pass(bj, L, b, nt)
         for l in range(L):
             if bj[l].active:
                 us[l].n_rows = bj[l].n_rows
@@ -502,14 +368,8 @@ cdef class Core:
         for l in range(L):
             t_l = time.perf_counter()
             n_rows = us[l].n_rows
-            with nogil, parallel(num_threads=nt):
-                tid = threadid()
-                for t in prange(n_rows, schedule="dynamic", chunksize=16):
-                    update_row(net, &wk, &us[l], t, tid)
-            if bj[l].active:
-                with nogil:
-                    for t in range(n_rows):
-                        bj[l].cnt[bj[l].touched[t]] = 0
+            with nogil:
+                update_pass(net, &wk, &us[l], &bj[l], nt)
             stats[f"time_update_layer{l}_s"] = time.perf_counter() - t_l
             stats[f"touched_rows_layer{l}"] = n_rows
             if l == L - 1:
@@ -544,19 +404,13 @@ cdef class Core:
         return loss_sum / b, stats
 
     cdef _update_bias0(self, Work* wk, Upd* u, int b, int nt, list keep):
-        """Biases of layer 0 (indexed by neuron, while its weight rows are indexed by feature)."""
-        cdef int j, s, e, n_rows, t, h = self.net.sizes[1]
-        cdef float g
-        cdef float* bb = self.net.b[0]
+        """Biases of layer 0: bias0_pass (net_passes.pxd) with its bucketing buffers."""
+        cdef int h = self.net.sizes[1]
         cdef int[::1] cnt, rs, tch, ns, es, ep
         cdef long[::1] offs
         if wk.full[0]:
             with nogil:
-                for j in prange(h, num_threads=nt, schedule="static"):
-                    g = 0.0
-                    for s in range(b):
-                        g = g + wk.dlt[0][<long>s * wk.stride[0] + j]
-                    bias_step(u, bb, j, g)
+                bias0_pass(wk, u, self.net.b[0], b, h, nt, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
             return
         cnt = np.zeros(h + 1, np.int32); rs = np.zeros(h + 1, np.int32); tch = np.zeros(h + 1, np.int32)
         ns = np.asarray(<int[:b]> wk.nact[0]).copy()
@@ -564,13 +418,7 @@ cdef class Core:
         n_ent = max(int(np.asarray(ns).sum()), 1)
         es = np.empty(n_ent, np.int32); ep = np.empty(n_ent, np.int32)
         with nogil:
-            n_rows = bucket_rows(b, wk.ids[0], &offs[0], &ns[0], &cnt[0], &rs[0], &tch[0], &es[0], &ep[0], h)
-            for t in range(n_rows):
-                j = tch[t]
-                g = 0.0
-                for e in range(rs[j], cnt[j]):
-                    g = g + wk.dlt[0][ep[e]]
-                bias_step(u, bb, j, g)
+            bias0_pass(wk, u, self.net.b[0], b, h, nt, &offs[0], &ns[0], &cnt[0], &rs[0], &tch[0], &es[0], &ep[0])
 
     # ------------------------------------------------------------------------------- queries
     def hidden(self, int[::1] xptr, int[::1] xind, float[::1] xval, int n, int n_threads=0):
@@ -578,7 +426,7 @@ cdef class Core:
         cdef Work wk
         cdef int nt = max(1, min(n_threads if n_threads > 0 else self.n_threads, max(n, 1))), tid = 0, s
         cdef list keep = []
-        cdef Scratch sc
+        cdef object sc
         cdef float[::1] Hv
         H = np.zeros((n, self.net.sizes[self.net.n_layers - 1]), np.float32)
         if n == 0:
@@ -592,41 +440,9 @@ cdef class Core:
         self._setup_work(&wk, n, nt, 0, 1, 0, keep)
         Hv = H.reshape(-1)
         wk.H = &Hv[0]
-        with nogil, parallel(num_threads=nt):
-            tid = threadid()
-            for s in prange(n, schedule="dynamic", chunksize=4):
-                sample_pass(&self.net, &wk, s, tid)
+        with nogil:
+            samples_pass(&self.net, &wk, n, nt, 4)
         return H
-
-    def query_dense(self, int l, float[:, ::1] H, int max_out):
-        """The LSH candidates of layer l for the dense layer inputs H [n, sizes[l]] (rows), as the
-        training sampler's LSH part asks for them (query mode, min_hits, up to max_out ids; no labels,
-        no random neurons). Returns (indptr int64 [n+1], ids int32). Serial; for untimed metrics."""
-        cdef int n = H.shape[0], i, nc
-        cdef Scratch sc
-        cdef Work wk
-        if not self.has_tab[l]:
-            raise ValueError(f"layer {l} has no LSH tables")
-        if H.shape[1] != self.net.sizes[l]:
-            raise ValueError(f"H must have {self.net.sizes[l]} columns, got {H.shape[1]}")
-        max_out = max(0, min(max_out, self.net.sizes[l + 1]))
-        sc = self._get_scratch(1)
-        memset(&wk, 0, sizeof(Work))
-        self._attach_scratch(&wk, sc)
-        out = np.empty((max(n, 1), max(max_out, 1)), np.int32)
-        cnt = np.zeros(n + 1, np.int64)
-        cdef int[:, ::1] o = out
-        cdef long long[::1] c = cnt
-        for i in range(n):
-            with nogil:
-                lsh_hash_dense(&self.tabs[l], &H[i, 0], wk.keys)
-                nc = lsh_query_buf(&self.tabs[l], wk.keys, self.net.qmode, max_out, self.net.min_hits,
-                                   wk.counts, &o[i, 0], NULL, max_out, wk.qbuf)
-            if nc < 0:
-                raise RuntimeError(f"LSH query failed (code {nc})")
-            c[i + 1] = c[i] + nc
-        ids = np.concatenate([out[i, :cnt[i + 1] - cnt[i]] for i in range(n)]) if n else np.empty(0, np.int32)
-        return cnt, ids.astype(np.int32)
 
     # ------------------------------------------------------------------------------- predict
     def predict(self, int[::1] xptr, int[::1] xind, float[::1] xval, int n, int k, bint exact,
@@ -635,18 +451,18 @@ cdef class Core:
         cdef Work wk
         cdef Net* net = &self.net
         cdef int nt = max(1, min(n_threads if n_threads > 0 else self.n_threads, max(n, 1)))
-        cdef int tid = 0, s, l
+        cdef int tid = 0, s, l, rc
         cdef list keep = []
         cdef unsigned char[::1] u8a, u8b
         cdef float[::1] f1, tv
         cdef int[::1] i1, ti
-        cdef Scratch sc
+        cdef object sc
         out = np.full((n, k), -1, np.int32)
         if n == 0:
             return out
         if not exact:
             for l in range(net.n_layers):
-                if net.samp[l] == SAMP_LSH and not self.has_tab[l]:
+                if net.samp[l] == SAMP_LSH and self._index[l] is None:
                     raise RuntimeError(f"layer {l} uses the lsh sampler but has no tables")
         memset(&wk, 0, sizeof(Work))
         wk.b = n
@@ -668,7 +484,6 @@ cdef class Core:
         wk.topi = &ti[0]
         cdef float[::1] Hv, bufv
         cdef int[::1] cntv
-        cdef int nblk, blk, s0, nb
         if exact:
             # hidden layers per sample, then the output layer in blocks of PB samples: each output
             # row is read once per block instead of once per sample
@@ -677,21 +492,11 @@ cdef class Core:
             wk.H = &Hv[0]
             bufv = _aligned_zeros(nt * PBS, np.float32)
             cntv = _aligned_zeros(nt * PBS, np.int32)
-            nblk = (n + PB - 1) // PB
-        with nogil, parallel(num_threads=nt):
-            tid = threadid()
-            for s in prange(n, schedule="dynamic", chunksize=4):
-                if sample_pass(net, &wk, s, tid) != 0:
-                    wk.err = -1
-        if wk.err != 0:
+        with nogil:
+            rc = samples_pass(net, &wk, n, nt, 4)
+        if rc != 0:
             raise RuntimeError("LSH query failed during predict")
         if exact:
-            with nogil, parallel(num_threads=nt):
-                tid = threadid()
-                for blk in prange(nblk, schedule="dynamic", chunksize=1):
-                    s0 = blk * PB
-                    nb = n - s0
-                    if nb > PB:
-                        nb = PB
-                    topk_block(net, wk.H, s0, nb, k, wk.topv, wk.topi, &cntv[tid * PBS], &bufv[tid * PBS])
+            with nogil:
+                blocks_pass(net, &wk, n, k, nt, &cntv[0], &bufv[0])
         return out

@@ -11,6 +11,7 @@ cimport numpy as cnp
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset
 from cython.parallel cimport prange, parallel, threadid
+from cpython.pycapsule cimport PyCapsule_New
 
 from lsh_kernels cimport *
 from lsh_hash cimport *
@@ -19,68 +20,10 @@ from lsh_query cimport *
 
 cnp.import_array()
 
-FAMILIES = {"simhash": SB_SIMHASH, "wta": SB_WTA, "dwta": SB_DWTA, "doph": SB_DOPH}
-_FAMILY_NAMES = {v: k for k, v in FAMILIES.items()}
-INSERTIONS = {"fifo": SB_FIFO, "reservoir": SB_RESERVOIR}
-_INSERTION_NAMES = {v: k for k, v in INSERTIONS.items()}
-QUERY_MODES = {"vanilla": SB_Q_VANILLA, "topk": SB_Q_TOPK, "threshold": SB_Q_THRESHOLD}
-MAX_BINS = SB_MAX_BINS
-MAX_TABLES = SB_MAX_TABLES
-MAX_RANGE_POW = SB_MAX_RANGE_POW
-
-
-def _as_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    return int(value)
-
-
-def check_config(family, dim, K, L, range_pow, bucket_size, insertion="fifo"):
-    """Raise ValueError naming the first invalid LSH setting; return (family_code, insertion_code)."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown hash family {family!r}; known: {', '.join(FAMILIES)}")
-    if insertion not in INSERTIONS:
-        raise ValueError(f"unknown insertion {insertion!r}; known: {', '.join(INSERTIONS)}")
-    dim = _as_int(dim, "dim")
-    K = _as_int(K, "K")
-    L = _as_int(L, "L")
-    range_pow = _as_int(range_pow, "range_pow")
-    bucket_size = _as_int(bucket_size, "bucket_size")
-    if dim < 1:
-        raise ValueError(f"dim must be >= 1, got {dim}")
-    if dim > 2**31 - 1:
-        raise ValueError(f"dim must be < 2**31, got {dim}")
-    if K < 1:
-        raise ValueError(f"K must be >= 1, got {K}")
-    if L < 1 or L > SB_MAX_TABLES:
-        raise ValueError(f"L must be in 1..{SB_MAX_TABLES}, got {L}")
-    if range_pow < 1 or range_pow > SB_MAX_RANGE_POW:
-        raise ValueError(f"range_pow must be in 1..{SB_MAX_RANGE_POW} (2**range_pow buckets per table), "
-                         f"got {range_pow}")
-    if bucket_size < 1:
-        raise ValueError(f"bucket_size must be >= 1, got {bucket_size}")
-    if K * L > SB_MAX_BINS:
-        raise ValueError(f"K*L must be <= {SB_MAX_BINS} hash codes per vector, got K={K} x L={L} = {K * L}")
-    fam, ins = FAMILIES[family], INSERTIONS[insertion]
-    code = lsh_config_error(fam, dim, K, L, range_pow, bucket_size, ins)
-    if code != SB_CFG_OK:     # the kernel and this function must agree
-        raise ValueError(f"LSH configuration refused by the kernel (code {code})")
-    return fam, ins
-
-
-def _available_bytes():
-    try:
-        import psutil
-        return int(psutil.virtual_memory().available)
-    except Exception:  # pragma: no cover - psutil is a dependency
-        return None
-
-
-def _check_n_threads(n_threads):
-    n_threads = _as_int(n_threads, "n_threads")
-    if n_threads < 1:
-        raise ValueError(f"n_threads must be >= 1, got {n_threads}")
-    return n_threads
+from slidebench.engine._lsh_config import (  # the configuration rules: engine/_lsh_config.pyx
+    FAMILIES, _FAMILY_NAMES, INSERTIONS, _INSERTION_NAMES, QUERY_MODES, MAX_BINS, MAX_TABLES, MAX_RANGE_POW,
+    _as_int, check_config, _available_bytes, _check_n_threads)
+from slidebench.engine import _lsh_inspect as _inspect
 
 
 cdef class LSHIndex:
@@ -162,6 +105,35 @@ cdef class LSHIndex:
         if self.t.ids != NULL:
             nb += self.t.ids_cap * 4
         return int(nb)
+
+    @property
+    def table_nbytes(self):
+        """Bytes of the tables alone (bucket offsets + L * n_items ids; no hash functions)."""
+        cdef long nb = 0
+        if self.t.offsets != NULL:
+            nb += (<long>self.t.L) * ((1L << self.t.range_pow) + 1) * 4
+        if self.t.ids != NULL:
+            nb += (<long>self.t.L) * self.t.n_items * 4
+        return nb
+
+    @property
+    def n_builds(self):
+        """Builds since the functions were drawn (the build's random stream: reservoir draws, FIFO
+        arrival order); settable, to continue a saved stream (network load)."""
+        return int(self.t.n_builds)
+
+    @n_builds.setter
+    def n_builds(self, value):
+        value = _as_int(value, "n_builds")
+        if value < 0:
+            raise ValueError(f"n_builds must be >= 0, got {value}")
+        self.t.n_builds = <unsigned long long>value
+
+    def _capsule(self):
+        """The tables as a PyCapsule (name b"slidebench.engine.LSHTables") for the network core
+        (engine/_core.pyx), which samples from them in its nogil pass; the capsule does not own them,
+        so the core keeps this index alive while it holds the pointer."""
+        return PyCapsule_New(<void*>&self.t, b"slidebench.engine.LSHTables", NULL)
 
     @staticmethod
     def estimate_bytes(n_items, dim, K, L, range_pow, bucket_size, family, n_threads=1):
@@ -349,80 +321,26 @@ cdef class LSHIndex:
             raise MemoryError(f"out of memory while {what} the LSH tables{extra}")
         raise ValueError(f"LSH kernel refused {what} (code {rc})")
 
+    # inspection and the query timer live in engine/_lsh_inspect.pyx (functions of an index)
     def fifo_order(self, l):
-        """int64 [n_items]: the arrival order of table `l` in the last build (FIFO keeps, per bucket,
-        the last bucket_size ids to arrive): position p holds id (a*p + c) mod n, seeded per table
-        and build, so an overflowing bucket keeps an unbiased choice of its ids."""
-        l = _as_int(l, "l")
-        if l < 0 or l >= self.t.L:
-            raise ValueError(f"table index l must be in [0, {self.t.L}), got {l}")
-        cdef unsigned long long a = 1, c = 0
-        cdef int n = self.t.n_items
-        if n == 0:
-            return np.empty(0, dtype=np.int64)
-        lsh_fifo_order(lsh_build_stream(&self.t), l, n, &a, &c)
-        return ((np.uint64(a) * np.arange(n, dtype=np.uint64) + np.uint64(c)) % np.uint64(n)).astype(np.int64)
+        """int64 [n_items]: the arrival order of table `l` in the last build (see _lsh_inspect)."""
+        return _inspect.fifo_order(self, l)
 
     def bucket(self, l, key):
         """Ids stored in bucket `key` of table `l` (int32 copy; FIFO: insertion order)."""
-        l = _as_int(l, "l")
-        key = _as_int(key, "key")
-        if l < 0 or l >= self.t.L:
-            raise ValueError(f"table index l must be in [0, {self.t.L}), got {l}")
-        if key < 0 or key >= (1 << self.t.range_pow):
-            raise ValueError(f"key must be in [0, {1 << self.t.range_pow}), got {key}")
-        if self.t.n_items == 0:
-            return np.empty(0, dtype=np.int32)
-        cdef long nb1 = (1 << self.t.range_pow) + 1
-        cdef int s = self.t.offsets[l * nb1 + key], e = self.t.offsets[l * nb1 + key + 1]
-        out = np.empty(e - s, dtype=np.int32)
-        cdef int[::1] o = out
-        cdef int i
-        cdef int* ids = self.t.ids + <long>l * self.t.n_items
-        for i in range(e - s):
-            o[i] = ids[s + i]
-        return out
+        return _inspect.bucket(self, l, key)
 
     def bucket_sizes(self):
         """int32 [L, 2**range_pow]: ids held by every bucket (zeros before the first build)."""
-        cdef long nb = 1 << self.t.range_pow
-        out = np.zeros((self.t.L, nb), dtype=np.int32)
-        if self.t.n_items == 0:
-            return out
-        cdef int[:, ::1] o = out
-        cdef long l, b
-        cdef const int* off
-        for l in range(self.t.L):
-            off = self.t.offsets + l * (nb + 1)
-            for b in range(nb):
-                o[l, b] = off[b + 1] - off[b]
-        return out
+        return _inspect.bucket_sizes(self)
 
     def export(self):
-        """Copies of the raw tables: (offsets int32 [L, 2**range_pow + 1], ids int32 [L, n_items]); table l's
-        bucket b is ids[l, offsets[l, b]:offsets[l, b + 1]], slots past offsets[l, -1] are zero."""
-        cdef long nb1 = (1 << self.t.range_pow) + 1, n = self.t.n_items
-        off = np.zeros((self.t.L, nb1), dtype=np.int32)
-        ids = np.zeros((self.t.L, n), dtype=np.int32)
-        if n == 0:
-            return off, ids
-        cdef int[:, ::1] o = off
-        cdef int[:, ::1] d = ids
-        cdef long l, b
-        for l in range(self.t.L):
-            for b in range(nb1):
-                o[l, b] = self.t.offsets[l * nb1 + b]
-            for b in range(self.t.offsets[l * nb1 + nb1 - 1]):   # slots past the last bucket are unused
-                d[l, b] = self.t.ids[l * n + b]
-        return off, ids
+        """Copies of the raw tables: (offsets int32 [L, 2**range_pow + 1], ids int32 [L, n_items])."""
+        return _inspect.export(self)
 
     def bucket_stats(self):
         """Summary of the tables: nonempty buckets per table (mean), largest bucket, full buckets, ids stored."""
-        sizes = self.bucket_sizes()
-        return {"n_items": self.t.n_items, "nonempty_per_table": float((sizes > 0).sum(1).mean()),
-                "max_bucket": int(sizes.max()), "full_buckets": int((sizes >= self.t.bucket_size).sum()),
-                "ids_stored": int(sizes.sum()), "mean_nonempty_size": float(sizes[sizes > 0].mean())
-                if (sizes > 0).any() else 0.0}
+        return _inspect.bucket_stats(self)
 
     # ------------------------------------------------------------------ queries
     def _keys_for(self, x):
@@ -545,49 +463,5 @@ cdef class LSHIndex:
         return indptr, out[sel], cnt[sel]
 
     def time_queries(self, keys, mode="vanilla", target=0, min_hits=1, max_out=None):
-        """Seconds per lsh_query call (the sampler kernel alone: no hashing, no Python per query),
-        over the rows of `keys` int [n, L] run back to back on one thread; also returns the mean
-        number of ids returned. For the sampler-cost figure (paper Fig 4)."""
-        if mode not in QUERY_MODES:
-            raise ValueError(f"unknown query mode {mode!r}; known: {', '.join(QUERY_MODES)}")
-        K = np.asarray(keys)
-        if K.ndim != 2 or K.shape[1] != self.t.L or K.dtype.kind not in "iu":
-            raise ValueError(f"keys must be integers of shape (n, {self.t.L}), got {K.dtype} {K.shape}")
-        if K.shape[0] == 0:
-            raise ValueError("keys must hold at least one row")
-        if K.min() < 0 or K.max() >= (1 << self.t.range_pow):
-            raise ValueError(f"keys must lie in [0, 2**range_pow={1 << self.t.range_pow})")
-        if self.t.n_items == 0:
-            raise ValueError("the tables are empty: insert() or build() first")
-        target = _as_int(target, "target")
-        min_hits = _as_int(min_hits, "min_hits")
-        if max_out is None:
-            max_out = min(self.t.n_items, self.t.L * self.t.bucket_size)
-        max_out = _as_int(max_out, "max_out")
-        if max_out < 1:
-            raise ValueError(f"max_out must be >= 1, got {max_out}")
-        cdef cnp.ndarray kk = np.ascontiguousarray(K, dtype=np.int32)
-        cdef cnp.ndarray out = np.empty(max_out, dtype=np.int32)
-        cdef unsigned char* counts = <unsigned char*>calloc(self.t.n_items, 1)
-        cdef char* qbuf = <char*>malloc(<size_t>lsh_query_scratch_bytes(&self.t))
-        if counts == NULL or qbuf == NULL:
-            free(counts); free(qbuf)
-            raise MemoryError(f"out of memory for the query scratch ({self.t.n_items} bytes)")
-        cdef long i, n = K.shape[0], total = 0
-        cdef int rc = 0, md = QUERY_MODES[mode], tg = target, mh = min_hits, mo = max_out, L = self.t.L
-        cdef int* pk = <int*>cnp.PyArray_DATA(kk)
-        cdef int* po = <int*>cnp.PyArray_DATA(out)
-        from time import perf_counter
-        t0 = perf_counter()
-        with nogil:
-            for i in range(n):
-                rc = lsh_query_buf(&self.t, pk + i * L, md, tg, mh, counts, po, NULL, mo, qbuf)
-                if rc < 0:
-                    break
-                total += rc
-        secs = perf_counter() - t0
-        free(counts)
-        free(qbuf)
-        if rc < 0:
-            self._raise(rc, "querying")
-        return secs / n, total / <double>n
+        """Seconds per lsh_query call and mean ids returned over the rows of `keys` (see _lsh_inspect)."""
+        return _inspect.time_queries(self, keys, mode, target, min_hits, max_out)

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from ._lsh_config import FAMILIES as _LSH_FAMILIES, INSERTIONS as _LSH_INSERTIONS, MAX_RANGE_POW, MAX_TABLES, check_config
+
 def derive_seed(seed: int, purpose: str) -> int:
     """A 63-bit seed for one named purpose (numpy SeedSequence of (seed, crc32(purpose))). The same
     derivation as the harness's derive_seed in its contract module (a test pins them equal): the engine
@@ -22,8 +24,9 @@ def derive_seed(seed: int, purpose: str) -> int:
 
 LSH_SAMPLERS = ("vanilla", "topk", "threshold")
 SAMPLERS = LSH_SAMPLERS + ("random", "full")
-FAMILIES = ("dwta", "simhash", "wta", "doph")
-MAX_RANGE_POW = 30
+# the LSH names and limits are engine/_lsh_config.pyx's (the one place for LSH rules); dwta first: the default
+FAMILIES = ("dwta",) + tuple(f for f in _LSH_FAMILIES if f != "dwta")
+INSERTIONS = tuple(_LSH_INSERTIONS)
 MAX_LAYERS = 8
 
 # keys the engine accepts; batch_size is accepted and ignored (the harness passes it)
@@ -116,24 +119,42 @@ class Config:
     def rehash_samples(self) -> int:
         """Samples between rehashes of the fixed schedule: `rehash_every`, or for "auto" the interval
         at which a rehash costs about REHASH_SHARE (10%) of training time under a cost model (work
-        units, calibrated on the 670k-output benchmark, docs/engine.md):
-            rehash = sum over tabled layers of n_out * (hash_units(family) + L)
-            step   = batch * (sum over layers of active_l * fan_in_l) * 4   (layer 0: fan_in = 100 nonzeros)
+        units, calibrated at two shapes, 50k and 670k outputs, of benchmarks/engine_shape.py;
+        docs/engine.md):
+            rehash = REHASH_COST_SCALE * sum over tabled layers of n_out * (hash_units(family) + L)
+            step   = sum over layers of (batch * active_l * fan_in_l * 4              (forward + backward)
+                                         + REHASH_UPDATE_UNITS * rows_l * width_l)     (the optimiser update)
+                                        * (1 + REHASH_MISS_PENALTY * miss_l)
+            miss_l = max(0, 1 - REHASH_CACHE_BYTES / (4 * fan_in_l * n_out_l))      (weights beyond the cache)
             interval_batches = rehash * (1 - share) / (share * step)
-        hash_units: dwta/wta/doph K*L*window, simhash dim*K*L/3 (a third of the projection is nonzero)."""
+        Layer 0 (sparse input): fan_in = REHASH_NNZ nonzeros a sample, rows = the expected distinct
+        features of a batch, n_in * (1 - (1 - nnz/n_in)^batch), of width n_out. Other layers: rows =
+        the expected distinct output neurons a batch touches, n_out * (1 - (1 - active/n_out)^batch)
+        (all of them for a full layer), of width fan_in. The update and cache terms are what make a step
+        at 670k outputs 2.4-3.1x dearer than one at 50k with the same active size (2.5x the rows
+        touched; 343 MB of output weights against 26 MB). hash_units: dwta/wta/doph K*L*window, simhash dim*K*L/3 (a third of
+        the projection is nonzero)."""
         if self.rehash_every != "auto":
             return int(self.rehash_every)
         b = self.batch_size or 128
         rehash = step = 0.0
         for l in range(self.n_layers):
             fan_in, n_out = self.sizes[l], self.sizes[l + 1]
-            act = n_out if self.layer_sampler(l) == "full" else max(self.target(l), self.min_active_for(l))
+            full = self.layer_sampler(l) == "full"
+            act = n_out if full else max(self.target(l), self.min_active_for(l))
+            miss = max(0.0, 1.0 - REHASH_CACHE_BYTES / (4.0 * fan_in * n_out))   # weights beyond the cache
             if l == 0:               # sparse input: about REHASH_NNZ nonzeros a sample
-                fan_in = min(fan_in, REHASH_NNZ)
-            step += b * act * fan_in * 4.0
+                nnz = min(fan_in, REHASH_NNZ)
+                rows = fan_in * (1.0 - (1.0 - nnz / fan_in) ** b)
+                work = b * act * nnz * 4.0 + REHASH_UPDATE_UNITS * rows * n_out
+            else:
+                rows = n_out if full else n_out * (1.0 - (1.0 - min(act, n_out) / n_out) ** b)
+                work = b * act * fan_in * 4.0 + REHASH_UPDATE_UNITS * rows * fan_in
+            step += work * (1.0 + REHASH_MISS_PENALTY * miss)
             if self.layer_sampler(l) == "lsh":
                 K = self.K_for(l)
-                units = fan_in * K * self.L / 3.0 if self.hash == "simhash" else K * self.L * min(8, fan_in)
+                f_in = min(fan_in, REHASH_NNZ) if l == 0 else fan_in
+                units = f_in * K * self.L / 3.0 if self.hash == "simhash" else K * self.L * min(8, f_in)
                 rehash += n_out * (units + self.L) * REHASH_COST_SCALE
         if step <= 0 or rehash <= 0:
             return 6400
@@ -170,7 +191,10 @@ def expected_candidates(family: str, dim: int, n: int, K: int, L: int, range_pow
 
 AUTO_K_MARGIN = 2.0
 REHASH_SHARE = 0.10          # rehash_every = "auto": target share of training time
-REHASH_COST_SCALE = 2.0      # a rehash work unit against a step work unit (calibrated on the 670k benchmark, docs/engine.md)
+REHASH_COST_SCALE = 9.6      # a rehash work unit against a step work unit   } fitted together at the 50k
+REHASH_UPDATE_UNITS = 10.0   # step work units per updated weight element     } and 670k shapes
+REHASH_MISS_PENALTY = 0.7    # extra step cost of a layer's work when its weights miss the cache } (docs/engine.md)
+REHASH_CACHE_BYTES = 32 * 2**20   # weights up to this size are taken to stay in the last-level cache
 REHASH_NNZ = 100             # input nonzeros a sample assumed by the cost model
 
 
@@ -263,7 +287,7 @@ def parse_config(n_features: int, n_labels: int, params: dict[str, Any] | None) 
         raise ValueError(f"param 'active' must be a fraction < 1 or a whole count >= 1, got {active}")
     min_active = None if p["min_active"] is None else _int(p, "min_active", 0)
     batch_size = None if p["batch_size"] is None else _int(p, "batch_size", 1)
-    L = _int(p, "L", 1, 255)
+    L = _int(p, "L", 1, MAX_TABLES)
     K = "auto" if p["K"] == "auto" else _int(p, "K", 1, 64)
     correction = _choice(p, "correction", CORRECTIONS)
     random_active = p["random_active"]
@@ -286,7 +310,7 @@ def parse_config(n_features: int, n_labels: int, params: dict[str, Any] | None) 
         sampler=_choice(p, "sampler", SAMPLERS), lsh_layers=lsh_layers,
         hash=_choice(p, "hash", FAMILIES), K=K, L=L,
         range_pow=_int(p, "range_pow", 1, MAX_RANGE_POW), bucket_size=_int(p, "bucket_size", 1),
-        insertion=_choice(p, "insertion", ("fifo", "reservoir")), active=active, min_active=min_active,
+        insertion=_choice(p, "insertion", INSERTIONS), active=active, min_active=min_active,
         threshold_m=_int(p, "threshold_m", 1, L), rehash=_choice(p, "rehash", ("fixed", "exponential")),
         rehash_every="auto" if p["rehash_every"] == "auto" else _int(p, "rehash_every", 1), rebuild_every=_int(p, "rebuild_every", 1),
         rehash_n0=_int(p, "rehash_n0", 1), rehash_decay=_float(p, "rehash_decay", 0.0, lo_open=False),
@@ -305,6 +329,11 @@ def parse_config(n_features: int, n_labels: int, params: dict[str, Any] | None) 
             raise ValueError(f"param 'lsh_active' = {lsh_active} asks for {cfg.lsh_cap(l)} LSH candidates in layer "
                              f"{l}, which with the random block of {cfg.rand_block(l)} is above its active target "
                              f"of {T} ('active')")
+        try:                 # the tables' own rules (e.g. K*L hash codes), checked before anything is built
+            check_config(cfg.hash, cfg.sizes[l], cfg.K_for(l), cfg.L, cfg.range_pow, cfg.bucket_size, cfg.insertion)
+        except ValueError as exc:
+            raise ValueError(f"params 'hash', 'K', 'L', 'range_pow', 'bucket_size', 'insertion' of layer {l}: "
+                             f"{exc}") from None
     return cfg
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _core
+from ._lsh import LSHIndex
 from .config import (  # noqa: F401  (re-exported: the engine's public configuration names)
     CORRECTIONS, FAMILIES, LSH_SAMPLERS, MAX_LAYERS, MAX_RANGE_POW, SAMPLERS, Config, _preflight, auto_K,
     derive_seed, estimate_memory, expected_candidates, parse_config)
@@ -120,9 +121,13 @@ class Network:
         self._c = {"steps": 0, "samples": 0, "rehashes": 0, "rebuilds": 0, "refresh_time_s": 0.0,
                    "step_time_s": 0.0, "active_out_sum": 0.0, "touched_frac_sum": 0.0,
                    "lsh_cand_sum": 0.0, "lsh_cand_batches": 0}
+        # each sampled layer's tables: an LSHIndex (engine/_lsh.pyx), which validates and owns them; the
+        # core samples from them and rebuilds them from its weight rows
+        self._lsh: dict[int, LSHIndex] = {}
         for l in self._tabled:
-            self._core.init_tables(l, cfg.hash, cfg.K_for(l), cfg.L, cfg.range_pow, cfg.bucket_size, cfg.insertion,
-                                   self._table_seed(l))
+            self._lsh[l] = LSHIndex(cfg.hash, cfg.sizes[l], cfg.K_for(l), cfg.L, cfg.range_pow, cfg.bucket_size,
+                                    cfg.insertion, self._table_seed(l))
+            self._core.attach_tables(l, self._lsh[l])
         self._build_tables()
 
     # -------------------------------------------------------------------------------- build
@@ -158,7 +163,7 @@ class Network:
             t0 = time.perf_counter()
             for l in self._tabled:
                 self._generation[l] += 1
-                self._core.new_functions(l, self._table_seed(l))
+                self._lsh[l].new_functions(self._table_seed(l))
                 self._core.build(l, self.n_threads)
             self._c["refresh_time_s"] += time.perf_counter() - t0
             self._c["rebuilds"] += 1
@@ -292,7 +297,7 @@ class Network:
             "since_rehash": self._since_rehash, "since_rebuild": self._since_rebuild,
             "batches_since_rehash": self._batches_since_rehash, "n_rehash_exp": self._n_rehash_exp,
             "counters": self._c, "n_threads": self.n_threads,
-            "table_builds": {str(l): self._core.table_builds(l) for l in self._tabled},
+            "table_builds": {str(l): self._lsh[l].n_builds for l in self._tabled},
         }
         arrays["state"] = np.frombuffer(json.dumps(state).encode(), np.uint8)
         tmp = path.with_name(path.name + ".tmp.npz")
@@ -337,9 +342,9 @@ class Network:
         builds = {int(k): v for k, v in state.get("table_builds", {}).items()}
         for l in self._tabled:
             if self._generation[l]:
-                self._core.new_functions(l, self._table_seed(l))
+                self._lsh[l].new_functions(self._table_seed(l))
             if l in builds:      # the rebuild below continues the saved build stream
-                self._core.table_builds(l, max(builds[l] - 1, 0))
+                self._lsh[l].n_builds = max(builds[l] - 1, 0)
         self._build_tables()
         self._since_rehash = state["since_rehash"]
         self._since_rebuild = state["since_rebuild"]
@@ -357,7 +362,7 @@ class Network:
         return int(self._core.samples_seen)
 
     def table_bytes(self) -> int:
-        return sum(self._core.table_nbytes(l) for l in self._tabled)
+        return sum(self._lsh[l].table_nbytes for l in self._tabled)
 
     def counters(self) -> dict[str, float]:
         c = self._c
@@ -389,8 +394,10 @@ class Network:
         if l > 0 and self.cfg.layer_sampler(l - 1) != "full":
             raise ValueError("lsh_candidates: only for a network whose last hidden layer is computed in full")
         H = self._core.hidden(X.indptr, X.indices, X.data, X.shape[0], self.n_threads)
-        cap = self.cfg.lsh_cap(l) if max_out is None else int(max_out)
-        indptr, ids = self._core.query_dense(l, np.ascontiguousarray(H, np.float32), cap)
+        cap = max(0, min(self.cfg.lsh_cap(l) if max_out is None else int(max_out), self.cfg.sizes[l + 1]))
+        qmode = self.cfg.sampler if self.cfg.sampler in LSH_SAMPLERS else "vanilla"
+        indptr, ids, _ = self._lsh[l].query_many(np.ascontiguousarray(H, np.float32), mode=qmode, target=cap,
+                                                 min_hits=self.cfg.threshold_m, max_out=cap)
         return [ids[indptr[i]:indptr[i + 1]] for i in range(X.shape[0])]
 
     def lsh_recall(self, X, k: int = 10) -> float:

@@ -16,7 +16,8 @@ from test_engine_network import NumpyNet, assert_params_close, random_batch
 def reference_log_q(ref: NumpyNet, h, j_ids, parts, n_out, family=None, K=1, L=1):
     """log inclusion probability of each active output neuron, computed independently of the engine:
     labels 0; others log(clip(q_lsh + (1 - q_lsh) q_rand, 1/n_out, 1)) with q_rand = n_rand /
-    (n_out - n_labels - n_lsh) and, for SimHash, q_lsh = 1 - (1 - (1 - angle/pi)^K)^L."""
+    (n_out - n_labels - n_lsh) and q_lsh = 1 - (1 - P^K)^L, P = 1 - angle/pi for SimHash and, for
+    DOPH, the Jaccard similarity of the positive supports {h > 0} and {w_j > 0} (1 if both empty)."""
     ny, nl, nr = parts
     qr = nr / (n_out - ny - nl) if n_out > ny + nl else 0.0
     W = ref.p[f"W{ref.n_layers - 1}"]             # Keras layout [fan_in, n_out]
@@ -29,6 +30,11 @@ def reference_log_q(ref: NumpyNet, h, j_ids, parts, n_out, family=None, K=1, L=1
             w = W[:, j]
             c = float(h @ w / (np.linalg.norm(h) * np.linalg.norm(w)))
             pc = 1 - math.acos(min(1.0, max(-1.0, c))) / math.pi
+            ql = 1 - (1 - pc ** K) ** L
+        elif family == "doph":
+            hs, ws = h > 0, W[:, j] > 0
+            uni = int((hs | ws).sum())
+            pc = 1.0 if uni == 0 else int((hs & ws).sum()) / uni
             ql = 1 - (1 - pc ** K) ** L
         q = ql + (1 - ql) * qr
         out[i] = math.log(min(1.0, max(q, 1.0 / n_out)))
@@ -119,6 +125,40 @@ def test_corrected_step_equals_numpy_reference(sampler, extra, family):
     X, Y = random_batch(rng, b, F, C)
     corr = Network.from_params(F, C, params, seed=5)
     assert plain.train_batch(X, Y) != pytest.approx(corr.train_batch(X, Y), rel=1e-3)
+
+
+def test_doph_corrected_step_equals_numpy_reference():
+    """The DOPH path of the correction (P = Jaccard of the positive supports, the output layer's
+    input dense): the engine's log q, loss and Adam step against the NumPy reference, with the LSH
+    part really in use."""
+    rng = np.random.default_rng(23)
+    F, C, b, K, L = 50, 80, 10, 2, 4
+    params = {"hidden": [16], "sampler": "vanilla", "active": 20, "lr": 1e-2, "init_std": 0.3,
+              "correction": "logq", "range_pow": 8, "bucket_size": 16, "hash": "doph", "K": K, "L": L,
+              "random_active": 0.3}
+    net = Network.from_params(F, C, params, seed=5, n_threads=2)
+    net.debug_keep_active = True
+    ref = NumpyNet(net.get_params(), "adam", lr=1e-2)
+    n_lsh = 0
+    for it in range(3):
+        X, Y = random_batch(rng, b, F, C, empty_label_rows=(3,) if it == 1 else ())
+        # the inputs of the output layer before the step, for the log q check below
+        x = X.toarray().astype(np.float64)
+        h = np.maximum(x @ ref.p["W0"] + ref.p["b0"], 0)
+        W_before = ref.p["W1"].copy()
+        loss = net.train_batch(X, Y)
+        parts = net.last_active_parts
+        n_lsh += int(parts[:, 1].sum())
+        for s, (A, part, lq) in enumerate(zip(net.last_active, parts, net.last_logq)):
+            if part[0] == 0:
+                continue
+            snap = NumpyNet({**ref.p, "W1": W_before}, "adam", lr=1e-2)
+            expect = reference_log_q(snap, h[s], A, part, C, "doph", K, L)
+            np.testing.assert_allclose(lq[: len(A)], expect, rtol=1e-5, atol=1e-5)
+        loss_ref = corrected_reference_step(ref, X, Y, net.last_active, parts, "doph", K, L)
+        assert loss == pytest.approx(loss_ref, rel=2e-4, abs=1e-6)
+        assert_params_close(net.get_params(), ref.p, rtol=5e-4, atol=5e-6)
+    assert n_lsh > 0, "the DOPH tables returned no candidates: the LSH path was not exercised"
 
 
 def test_uniform_correction_is_exact_log_of_block_share():
