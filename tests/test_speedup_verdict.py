@@ -362,3 +362,25 @@ def test_reference_measure_writes_its_csv(tmp_path):
     with pytest.raises(ValueError, match="n_treez"):
         micro.run_micro({**spec, "micro": {"measure": "reference", "n_treez": 1}}, scale="tiny", n_threads=1,
                         out_csv=tmp_path / "x.csv", progress=False)
+
+
+def test_plateau_check_flags_a_still_rising_fastest_system_and_passes_a_flat_one():
+    from slidebench.reporting.plateau import PLATEAU_RISE, plateau_md, plateau_table
+    t = np.linspace(0, 40, 41)
+    rows = []
+    for s in range(3):
+        # SLIDE saturates at 0.30 by 10 s: flat over the last quarter; TF rises linearly to 0.2
+        rows += _curve_rows("SLIDE", "slide", "default", s, t, np.minimum(0.03 * t, 0.30 + 0.001 * s))
+        rows += _curve_rows("TF-full", "tf_full_softmax", "tuned", s, t, 0.005 * t)
+        # on the other data set the fastest system is still rising: 0.3 -> 0.4 over the last quarter
+        rows += _curve_rows("SLIDE", "slide", "default", s, t, 0.01 * t, dataset="delicious-x")
+        rows += _curve_rows("TF-full", "tf_full_softmax", "tuned", s, t, 0.002 * t, dataset="delicious-x")
+    tab = plateau_table(pd.DataFrame(rows)).set_index("dataset")
+    assert tab.loc["amazon-small", "label"] == "SLIDE" and bool(tab.loc["amazon-small", "plateaued"])
+    assert abs(tab.loc["amazon-small", "rise_median"]) < 1e-9
+    assert not bool(tab.loc["delicious-x", "plateaued"])
+    assert tab.loc["delicious-x", "rise_median"] == pytest.approx(0.25)   # (0.4 - 0.3) / 0.4
+    assert tab.loc["delicious-x", "rise_median"] > PLATEAU_RISE
+    md = plateau_md(pd.DataFrame(rows))
+    assert "still rising" in md and "| amazon-small | SLIDE |" in md
+    assert plateau_md(None) == ""

@@ -20,6 +20,7 @@ import pandas as pd
 
 from .catalogue import DESCRIPTIONS, PAPER_CLAIMS, SPEEDUP_EXPERIMENTS, TAB3_PAPER, TITLES
 from .formatting import _val, footer_text, hard_threshold_prob
+from .plateau import plateau_md
 from .sections import reference_md, roofline_md, speedup_levels_md, verdict_md
 from .summaries import Summary, available_experiments, load_reference, load_roofline, load_summary
 from .tables import _fmt, _group_cols, _md_table, group_table, olympic_mean, speedups  # noqa: F401
@@ -211,6 +212,10 @@ def _section(results_dir: Path, s: Summary) -> str:
                                                             ("p1_diff", "P@1 SLIDE - baseline")]), ""]
     if s.name in SPEEDUP_EXPERIMENTS and s.speedup is not None and len(s.speedup):
         lines += [speedup_levels_md(s.speedup), ""]
+    if s.name in SPEEDUP_EXPERIMENTS:
+        pl = plateau_md(s.curves)
+        if pl:
+            lines += [pl, ""]
     if s.name in PAPER_CLAIMS:
         lines += ["| paper claims | this run measured |", "|---|---|",
                   f"| {PAPER_CLAIMS[s.name]} | {meas.replace(chr(10), ' ').replace('|', '/') or '-'} |", ""]
