@@ -24,3 +24,11 @@ def test_ties_go_to_the_smaller_learning_rate():
 def test_find_validation_in_nested_identity():
     assert _find({"identity": {"data": {"preset": "amazon", "validation": 0.1}}}, "validation") == 0.1
     assert _find({"identity": {"data": {"preset": "amazon"}}}, "validation") is None
+
+
+def test_compare_reference_parses_the_verdict_ratio_and_its_bounds():
+    from benchmarks.compare_reference import first_ratio
+    assert first_ratio("amazon-medium: < 0.94x [0.86, 0.98] to P@1 0.219 (85% of the best)") == ("<", 0.94, 0.86, 0.98)
+    assert first_ratio("median speedup 4.3x [3.4, 4.8] at 50%") == ("", 4.3, 3.4, 4.8)
+    assert first_ratio("FIFO 0.0582 s vs reservoir 0.0797 s (0.73x; paper 2.1x)") == ("", 0.73, 0.73, 0.73)
+    assert first_ratio("no GPU run") is None
