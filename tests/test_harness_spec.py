@@ -229,3 +229,26 @@ def test_per_scale_budget_and_eval_overrides(tmp_path):
     bad = text.replace("[budget.paper]\ntrain_seconds = 3600", "[budget.paper]\ntrain_secs = 3600")
     with pytest.raises(SpecError, match=r"\[budget.paper\].*train_secs"):
         load_experiment(write(tmp_path, bad, "bad"))
+
+
+def test_a_param_may_take_one_value_per_data_set(tmp_path):
+    text = GOOD.replace("{{", "{").replace("}}", "}").replace("{name}", "exp").replace(
+        'config = "paper"', 'config = "paper"\nparams = { lr = { amazon = 0.01, delicious = 0.005 } }')
+    runs = expand(load_experiment(write(tmp_path, text)))
+    tf = [r for r in runs if r.label == "TF-CPU"]
+    by = {r.data["preset"]: r.params["lr"] for r in tf}
+    assert by == {"amazon": 0.01, "delicious": 0.005}
+    # the resolved value is part of the run's identity: different data sets, different config hashes
+    assert len({r.log_path() for r in tf}) == len(tf)
+
+
+@pytest.mark.parametrize("table,msg", [
+    ("{ amazon = 0.01 }", "must name exactly the presets"),
+    ("{ amazon = 0.01, delicious = 0.005, wiki = 0.1 }", "must name exactly the presets"),
+    ("{ amazon = 0.01, delicious = { x = 1 } }", "must be a scalar or a list"),
+])
+def test_a_per_data_set_param_table_must_name_every_preset(tmp_path, table, msg):
+    text = GOOD.replace("{{", "{").replace("}}", "}").replace("{name}", "exp").replace(
+        'config = "paper"', f'config = "paper"\nparams = {{ lr = {table} }}')
+    with pytest.raises(SpecError, match=msg):
+        load_experiment(write(tmp_path, text))

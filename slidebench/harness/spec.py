@@ -249,6 +249,17 @@ def parse_experiment(raw: dict[str, Any], path: str | Path) -> Experiment:
                 if k in RESERVED_PARAMS:
                     raise _err(path, where, f"param {k!r} is set by the runner ([run] batch_sizes / protocol), "
                                             "not in params")
+                if isinstance(v, dict):
+                    # one value per data set (a tuned learning rate differs between data sets)
+                    if not presets:
+                        raise _err(path, where, f"param {k!r}: a table of values per data set needs "
+                                                "[data] preset (a user's file takes one value)")
+                    if set(v) != set(presets):
+                        raise _err(path, where, f"param {k!r}: a table of values per data set must name exactly "
+                                                f"the presets {', '.join(presets)}, got {', '.join(map(str, v))}")
+                    for pv in v.values():
+                        _check_param_value(path, where, k, pv)
+                    continue
                 _check_param_value(path, where, k, v)
             sweep = s.get("sweep", {})
             if not isinstance(sweep, dict):
@@ -334,8 +345,8 @@ def expand(exp: Experiment, *, scale: str | None = None, data_dir: str | Path | 
         keys = list(s.sweep)
         for values in itertools.product(*(s.sweep[k] for k in keys)):
             sw = dict(zip(keys, values))
-            params = {**s.params, **sw}
             for preset in (exp.presets or (None,)):
+                params = {k: (v[preset] if isinstance(v, dict) else v) for k, v in {**s.params, **sw}.items()}
                 if exp.files:
                     data = {"preset": None, "name": exp.files["name"], "train": exp.files["train"],
                             "test": exp.files["test"], "scale": sc, "data_dir": None, "seed": exp.data_seed}
