@@ -21,6 +21,16 @@ def test_ties_go_to_the_smaller_learning_rate():
     assert choose(rows)[("a", "S")]["params"]["lr"] == 1e-3
 
 
+def test_ties_on_p1_go_to_the_lower_training_loss_before_the_learning_rate():
+    rows = [_row("a", "S", 1e-3, 0.007, ), _row("a", "S", 5e-3, 0.007), _row("a", "S", 2e-2, 0.007)]
+    for r, loss in zip(rows, (12.0, 11.9, 12.1)):
+        r["train_loss"] = loss
+    assert choose(rows)[("a", "S")]["params"]["lr"] == 5e-3
+    # a higher P@1 still wins over a lower loss
+    rows.append({**_row("a", "S", 1e-2, 0.010), "train_loss": 12.2})
+    assert choose(rows)[("a", "S")]["params"]["lr"] == 1e-2
+
+
 def test_find_validation_in_nested_identity():
     assert _find({"identity": {"data": {"preset": "amazon", "validation": 0.1}}}, "validation") == 0.1
     assert _find({"identity": {"data": {"preset": "amazon"}}}, "validation") is None
