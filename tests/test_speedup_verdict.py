@@ -381,6 +381,15 @@ def test_plateau_check_flags_a_still_rising_fastest_system_and_passes_a_flat_one
     assert not bool(tab.loc["delicious-x", "plateaued"])
     assert tab.loc["delicious-x", "rise_median"] == pytest.approx(0.25)   # (0.4 - 0.3) / 0.4
     assert tab.loc["delicious-x", "rise_median"] > PLATEAU_RISE
+    assert tab.loc["delicious-x", "state"] == "still rising"
+    # a third data set where the fastest system peaks at 0.3 by 20 s and falls to 0.2 by 40 s
+    for s in range(3):
+        rows += _curve_rows("SLIDE", "slide", "default", s, t, np.where(t <= 20, 0.015 * t, 0.3 - 0.005 * (t - 20)),
+                            dataset="wiki-x")
+        rows += _curve_rows("TF-full", "tf_full_softmax", "tuned", s, t, 0.006 * t, dataset="wiki-x")
+    tab = plateau_table(pd.DataFrame(rows)).set_index("dataset")
+    assert tab.loc["wiki-x", "label"] == "SLIDE"           # the highest peak, though TF ends higher (0.24 > 0.2)
+    assert tab.loc["wiki-x", "state"] == "declined" and not bool(tab.loc["wiki-x", "plateaued"])
     md = plateau_md(pd.DataFrame(rows))
-    assert "still rising" in md and "| amazon-small | SLIDE |" in md
+    assert "still rising" in md and "| amazon-small | SLIDE |" in md and "peaked earlier and declined" in md
     assert plateau_md(None) == ""
