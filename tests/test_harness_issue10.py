@@ -527,3 +527,27 @@ def test_dask_joins_a_scheduler_and_refuses_runs_no_worker_can_hold(tmp_path):
         with pytest.raises(process.RunError, match="no Dask worker offers 2 cores"):
             executors.run_experiment(None, [two], tmp_path, progress=False, data_loader="fakes:load_fake",
                                      extra_env=CHILD_ENV, executor="dask", scheduler=cluster.scheduler_address)
+
+
+def test_reproduce_leaves_out_smoke_and_tune_unless_named(tmp_path, monkeypatch, capsys):
+    """The default reproduce must fit its time budget: the tuning experiment (~45 min) is `make tune`'s,
+    so reproduce runs it only when --only names it, and says so when it leaves it out."""
+    import slidebench.data
+    from slidebench.reporting import plots, report, summarize
+    exps, res = tmp_path / "experiments", tmp_path / "results"
+    exps.mkdir()
+    for name in ("a", "smoke", "tune"):
+        (exps / f"{name}.toml").write_text(REPRO.replace("{name}", name))
+    ran = []
+    monkeypatch.setattr(executors, "_run_grid", lambda exp, *a, **k: ran.append(exp.name) or [])
+    for mod, fn in ((summarize, "summarize"), (plots, "make_figures"), (report, "write_report")):
+        monkeypatch.setattr(mod, fn, lambda *a, **k: [])
+    monkeypatch.setattr(slidebench.data, "load_dataset", lambda *a, **k: type("D", (), {"name": "amazon-tiny"}))
+    args = ["reproduce", "--scale", "tiny", "--experiments-dir", str(exps), "--results-dir", str(res)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert ran == ["a"]
+    assert "leaving out tune.toml" in out and "leaving out smoke.toml" in out
+    ran.clear()
+    assert main(args + ["--only", "tune"]) == 0
+    assert ran == ["tune"]
