@@ -164,6 +164,26 @@ def test_verdict_lower_bound_is_not_called_smaller_than_the_papers_factor():
     assert "smaller than" not in v.note and "lower bound" in v.note
 
 
+def test_every_level_quotes_levels_with_a_spread_but_judges_all():
+    """The top level is reached by one seed only: its ratio has no spread, so the weakest level quoted
+    is one measured in several seeds; a level where SLIDE is slower still decides the outcome."""
+    base = {"dataset": "d", "n_threads": 2, "batch_size": 128, "protocol": "fair", "slide": "SLIDE",
+            "slide_config": "default", "baseline": "TF", "baseline_system": "tf_full_softmax",
+            "baseline_config": "tuned", "baseline_device": "cpu", "level_p1": 0.1, "n_exact": 0}
+    rows = [dict(base, level_frac=0.5, n_seeds=3, speedup_median=3.0, speedup_min=2.9, speedup_max=3.1,
+                 bound=">"),
+            dict(base, level_frac=0.9, n_seeds=3, speedup_median=2.2, speedup_min=2.1, speedup_max=2.4,
+                 bound=">"),
+            dict(base, level_frac=1.0, n_seeds=3, speedup_median=1.8, speedup_min=1.8, speedup_max=1.8,
+                 bound=">")]
+    sel = Selector("tf_full_softmax", "tuned")
+    out, text = verdict._every_level(pd.DataFrame(rows), sel, "d")
+    assert out == verdict.HOLDS and "2.2x [2.1, 2.4] at 90%" in text and "100%" not in text
+    rows[2].update(speedup_median=0.8, speedup_min=0.8, speedup_max=0.8, bound="")
+    out, text = verdict._every_level(pd.DataFrame(rows), sel, "d")
+    assert out == verdict.NOT_HOLDS and "slower at 100%" in text
+
+
 def test_verdict_does_not_hold_when_slide_never_reaches_baseline_accuracy():
     rows = []
     for s in range(3):

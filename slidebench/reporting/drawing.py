@@ -92,6 +92,10 @@ def variant_display(row: dict, dims: Sequence[str], base_params: dict | None) ->
         diff = _differs(run_params(row), base_params)
         parts = [p for p in parts if p not in diff] + diff if diff else parts
         sysname = SYSTEM_NAMES.get(str(row.get("system")), str(row.get("system")))
+        own = run_params(row)
+        if not diff and set(base_params) - set(own) - {"lr", "device"}:
+            # it leaves to its config what the base run sets by hand: it is that config, not the base
+            parts.append(f"the engine's '{own.get('config', row.get('config'))}' config as shipped")
         if parts:
             return f"{sysname}: {', '.join(dict.fromkeys(parts))}"
         desc = ", ".join(param_phrase(k, base_params[k]) for k in VARIANT_PARAMS if k in base_params
@@ -230,11 +234,14 @@ def shared_legend(fig, axes) -> float:
             ax.get_legend().remove()
     if not seen:
         return 0.0
-    ncol = min(3, len(seen))
+    # as many columns as the longest entry allows (7.5 pt text: ~0.057 in a character, plus the handle),
+    # so long labels wrap into more rows instead of running off the figure's edges
+    entry_in = max(len(k) for k in seen) * 0.057 + 0.7
+    ncol = max(1, min(3, len(seen), int(fig.get_figwidth() * 0.97 // entry_in)))
     rows = -(-len(seen) // ncol)
-    frac = (0.17 * rows + 0.05) / fig.get_figheight()
+    frac = (0.17 * rows + 0.1) / fig.get_figheight()
     fig.legend(list(seen.values()), list(seen), loc="upper center", ncol=ncol, fontsize=7.5,
-               bbox_to_anchor=(0.5, 0.95), frameon=False)
+               bbox_to_anchor=(0.5, 0.935), frameon=False)
     return frac
 
 

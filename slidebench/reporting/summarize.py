@@ -161,7 +161,7 @@ def summarize_experiment(experiment: str, results_dir: str | Path = "results", *
                                                           ["device"])) if len(curves_df) else curves_df
     levels_df = level_times(cur)
     speedup_df = speedup_table(levels_df)
-    if write:
+    if write and not runs_df.empty:     # a micro experiment has no run logs: no header-only CSVs for it
         out = results_dir / "summary"
         out.mkdir(parents=True, exist_ok=True)
         curves_df.to_csv(out / f"{experiment}_curves.csv", index=False)
