@@ -386,11 +386,6 @@ def _header(path: Path) -> list[str]:
     return path.read_text().splitlines()[0].split(",")
 
 
-def _insert_after(cols: list[str], anchor: str | None, *new: str) -> list[str]:
-    i = cols.index(anchor) + 1 if anchor else 0
-    return cols[:i] + list(new) + cols[i:]
-
-
 def test_summary_columns_are_the_committed_ones_plus_the_sizes_and_params(tmp_path):
     """The CSV columns summarize writes from the harness's own records are those of the committed reference
     run's summaries (results/summary/ablation_*.csv, a swept experiment): each data set's sizes and the

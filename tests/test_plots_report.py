@@ -401,3 +401,34 @@ def test_speedup_lower_bound_when_the_baseline_never_reaches_the_target(tmp_path
     assert row["ttt_ratio_txt"].startswith("> ")
     text = report.render_report(res, ["fig7"])
     assert "not reached (0/3)" in text and "more than" in text and "TF-full did not reach it" in text
+
+
+def test_a_variant_that_leaves_its_settings_to_the_config_is_named_as_that_config():
+    """The ablation's engine default sets no sampler or hash by hand: it is the shipped config, and must
+    not be labelled with the hand-set base run's description."""
+    from slidebench.reporting.drawing import curve_groups
+    common = {"config": "default", "batch_size": 128, "lr": 0.01}        # as the committed ablation's runs
+    base = {**common, "sampler": "vanilla", "hash": "dwta", "K": 6, "L": 50, "active": 0.05, "correction": "none"}
+    runs = [("SLIDE", base), ("SLIDE-K", {**base, "K": 8}), ("SLIDE-default", common)]
+    df = pd.DataFrame([{"label": lab, "system": "slide", "config": "default", "seed": 0, "run_id": lab,
+                        "params": json.dumps(p), "param_K": p.get("K") if lab == "SLIDE-K" else None,
+                        "dataset": "a"} for lab, p in runs])
+    names = {g.df["label"].iloc[0]: g.display for g in curve_groups(df, split=("dataset",))}
+    assert names["SLIDE"] == "SLIDE (DWTA, K=6, L=50, 5% active)"
+    assert names["SLIDE-default"] == "SLIDE: the engine's 'default' config as shipped"
+
+
+def test_curves_panel_without_legend_still_draws_its_curves():
+    """legend=False (the ablation's third panel) leaves out the legend only: the curves are drawn and the
+    panel does not claim "no evaluations"."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from slidebench.reporting.drawing import _curves_panel
+    curves, _ = _curves_runs("ablation", [{"label": "SLIDE", "system": "slide", "tau": 5.0}], seeds=(0,))
+    fig, (a, b) = plt.subplots(1, 2)
+    assert _curves_panel(a, curves, "train_time_s", True, ["dataset"], 0.3, "t", legend=False) == 1
+    assert _curves_panel(b, curves, "train_time_s", True, ["dataset"], 0.3, "t") == 1
+    assert a.get_legend() is None and b.get_legend() is not None
+    assert not any("no evaluations" in t.get_text() for t in a.texts + b.texts)
+    plt.close(fig)

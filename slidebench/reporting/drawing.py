@@ -89,10 +89,10 @@ def variant_display(row: dict, dims: Sequence[str], base_params: dict | None) ->
         elif c == "protocol":
             parts.append(f"{_val(v)} protocol")
     if base_params is not None:
-        diff = _differs(run_params(row), base_params)
+        own = run_params(row)
+        diff = _differs(own, base_params)
         parts = [p for p in parts if p not in diff] + diff if diff else parts
         sysname = SYSTEM_NAMES.get(str(row.get("system")), str(row.get("system")))
-        own = run_params(row)
         if not diff and set(base_params) - set(own) - {"lr", "device"}:
             # it leaves to its config what the base run sets by hand: it is that config, not the base
             parts.append(f"the engine's '{own.get('config', row.get('config'))}' config as shipped")
@@ -275,7 +275,7 @@ def plain_log_axis(ax, axis: str = "x") -> None:
 
 
 def _curves_panel(ax, df: pd.DataFrame, x: str, log: bool, split: Sequence[str], target: float | None,
-                  title: str, reference: tuple[str, float] | None = None) -> int:
+                  title: str, reference: tuple[str, float] | None = None, legend: bool = True) -> int:
     n = 0
     for g in curve_groups(df, split):
         if _draw_band(ax, g.df, x, "p_at_1", g.style, log):
@@ -297,7 +297,8 @@ def _curves_panel(ax, df: pd.DataFrame, x: str, log: bool, split: Sequence[str],
     ax.set_ylabel("P@1 (eval subset)")
     ax.set_title(title)
     if n:
-        ax.legend(loc="best", fontsize=7)
+        if legend:
+            ax.legend(loc="best", fontsize=7)
     else:
         ax.text(0.5, 0.5, "no evaluations", transform=ax.transAxes, ha="center", va="center")
     return n

@@ -213,10 +213,9 @@ def fig_ablation(s: Summary, out_dir: Path) -> list[Path]:
         ax2.set_xlabel("training throughput (samples/s)")
         if s.curves is not None and len(s.curves):
             cur = s.curves if ds is None else s.curves[s.curves["dataset"] == ds]
+            # no legend: the bars name every variant, and a legend here hides curves
             _curves_panel(ax3, cur, "train_time_s", True, ["dataset"], _target(s),
-                          "P@1 vs train time (colours as in the bars)")
-            if ax3.get_legend() is not None:      # the bars name every variant; a legend here hides curves
-                ax3.get_legend().remove()
+                          "P@1 vs train time (colours as in the bars)", legend=False)
         stem = s.name if len(datasets) == 1 else f"{s.name}_{ds}"
         paths += _finish(fig, footer_text(runs), f"{TITLES['ablation']} ({ds})",
                          out_dir, stem)

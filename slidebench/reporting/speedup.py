@@ -167,10 +167,15 @@ def _median(s: pd.Series) -> float:
     return float(np.median(v)) if len(v) else float("nan")
 
 
+def bound_str(b) -> str:
+    """The speedup table's ``bound`` as text: "", ">", "<", "mixed" or "neither" (a missing value, None
+    or NaN as read back from CSV, is "")."""
+    return "" if b is None or (isinstance(b, float) and np.isnan(b)) else str(b)
+
+
 def speedup_text(row) -> str:
     """A ratio as the report prints it: "2.4x [2.1, 2.9]", "> 3.1x", "neither reached"."""
-    b = row.get("bound", "") if hasattr(row, "get") else ""
-    b = "" if b is None or (isinstance(b, float) and np.isnan(b)) else str(b)
+    b = bound_str(row.get("bound", "") if hasattr(row, "get") else "")
     m, lo, hi = (float(row.get(k, float("nan"))) for k in ("speedup_median", "speedup_min", "speedup_max"))
     if b == "neither" or not np.isfinite(m):
         return "neither reached"

@@ -206,7 +206,8 @@ def summarize(experiments: list[str] | None = None, results_dir: str | Path = "r
     exps = experiments or experiments_with_logs(results_dir)
     written = []
     for e in exps:
-        summarize_experiment(e, results_dir)
+        if summarize_experiment(e, results_dir)["runs"].empty:
+            continue                            # nothing written for it (a micro experiment: no run logs)
         out = Path(results_dir) / "summary"
         written += [out / f"{e}_{k}.csv" for k in ("curves", "runs", "ttt", "levels", "speedup")]
     return written

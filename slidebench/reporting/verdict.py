@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .catalogue import ACCURACY_TOLERANCE, CLAIMS, Claim, Selector
-from .speedup import speedup_text
+from .speedup import bound_str, speedup_text
 from .summaries import Summary, run_params
 
 __all__ = ["Verdict", "judge", "verdict_table", "direction", "RULES", "HOLDS", "NOT_HOLDS", "PAPER_ONLY",
@@ -30,6 +30,7 @@ NOT_HOLDS = "does not hold"
 PAPER_ONLY = "holds only under the paper's protocol"
 NOT_MEASURED = "not measured here"
 INCONCLUSIVE = "inconclusive (spread straddles 1)"
+UNDECIDED = "inconclusive"          # a claim the run's accuracy cannot decide (the note says why)
 MIXED = "mixed"
 
 
@@ -42,7 +43,7 @@ class Verdict:
 
 def direction(lo: float, hi: float, bound: str = "") -> str:
     """The outcome of a speedup whose seeds span [lo, hi]; ``bound`` as in the speedup table."""
-    bound = "" if bound is None or (isinstance(bound, float) and np.isnan(bound)) else str(bound)
+    bound = bound_str(bound)
     if bound == "neither" or not (np.isfinite(lo) and np.isfinite(hi)):
         return NOT_MEASURED
     if bound in ("", ">") and lo > 1:
@@ -143,15 +144,15 @@ def rule_speedup_to_baseline_accuracy(claim: Claim, sums: Mapping[str, Summary])
     v = _judge_speedups(claim, sums, _speedup_verdict)
     if v.outcome == HOLDS and claim.paper_factor:      # the paper's factor outside this run's spread
         r = _at_baseline_accuracy(_select(sums[claim.experiment].speedup, claim.baseline, claim.dataset))
-        bound = str(r["bound"]) if r["bound"] == r["bound"] else ""          # NaN -> ""
-        lo, hi, f = float(r["speedup_min"]), float(r["speedup_max"]), claim.paper_factor
-        if lo > f and bound in ("", ">"):
+        f = claim.paper_factor        # the run's ratio against the paper's, by the same rule as against 1
+        against = direction(float(r["speedup_min"]) / f, float(r["speedup_max"]) / f, r["bound"])
+        if against == HOLDS:
             v.note = f"larger than the paper's {f:g}x"
-        elif bound == ">":      # the baseline never got there: the ratio is only a lower bound
+        elif against == NOT_HOLDS:
+            v.note = f"smaller than the paper's {f:g}x"
+        elif bound_str(r["bound"]) == ">":      # the baseline never got there: only a lower bound
             v.note = (f"a lower bound; the baseline did not reach this accuracy in its budget, so the "
                       f"paper's {f:g}x is neither confirmed nor ruled out")
-        elif hi < f:
-            v.note = f"smaller than the paper's {f:g}x"
     return v
 
 
@@ -173,8 +174,7 @@ def _every_level(sp: pd.DataFrame, sel: Selector, dataset: str) -> tuple[str, st
         # the weakest and strongest level quoted are among those with a spread over seeds where there
         # are any (the top level is usually reached by one seed only, and a one-seed ratio has no
         # spread to check a rerun against); the outcome above still counts every level
-        multi = g[(pd.to_numeric(g["n_seeds"], errors="coerce").fillna(1) >= 2)
-                  & (g["speedup_max"].astype(float) > g["speedup_min"].astype(float))]
+        multi = g[g["speedup_max"].astype(float) > g["speedup_min"].astype(float)]
         q = multi if len(multi) else g
         lo = q.loc[q["speedup_median"].idxmin()]
         hi = q.loc[q["speedup_median"].idxmax()]
@@ -220,15 +220,14 @@ def rule_sampled_fraction(claim: Claim, sums: Mapping[str, Summary]) -> Verdict:
         return Verdict(measured, NOT_MEASURED, "a count, not a fraction")
     # "to reach decent accuracy": the tuned sampled softmax's median final P@1 against the best system's
     # in the same experiment; below half of it, the chosen fraction says nothing about what is needed
-    acc = s.runs.assign(p=pd.to_numeric(s.runs.get("final_p_at_1"), errors="coerce"))
-    acc = acc[acc["p"].notna()]
-    if len(acc):
-        own = float(acc[np.array(sel, dtype=bool)[acc.index]]["p"].median())
-        best_label, best = max(((lab, float(g["p"].median())) for lab, g in acc.groupby("label")),
-                               key=lambda x: x[1])
+    if "final_p_at_1" in runs and runs["final_p_at_1"].notna().any():
+        p1 = pd.to_numeric(runs["final_p_at_1"], errors="coerce")
+        own = float(p1[tuned.index].median())
+        med = p1.groupby(runs["label"]).median().dropna()
+        best_label, best = med.idxmax(), float(med.max())
         measured += f"; at it, TF sampled softmax reached P@1 {own:.3f} against {best:.3f} for {best_label}"
         if not own >= best / 2:
-            return Verdict(measured, "inconclusive",
+            return Verdict(measured, UNDECIDED,
                            "it never reached decent accuracy, taken as half the best system's P@1, so the run "
                            "cannot say what fraction that needs")
     outcome = HOLDS if paper / 2 <= f <= paper * 1.5 else NOT_HOLDS
