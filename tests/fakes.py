@@ -77,7 +77,7 @@ def rows_of(X: sp.csr_matrix, n_labels: int) -> np.ndarray:
 class FakeTrainer:
     system: ClassVar[str] = "fake"
     PARAMS = {"step_time", "eval_time", "rate", "nan_at_step", "raise_at_step", "fake_clock", "batch_size",
-              "shuffle", "q0", "config"}
+              "shuffle", "q0", "config", "lr"}
 
     def __init__(self):
         self.predicted: list[np.ndarray] = []

@@ -126,6 +126,10 @@ def results(tmp_path_factory) -> Path:
     c, r = _curves_runs("ablation", abl, seeds=(0,))
     _write(res, "ablation", c, r)
     _write(res, "protocol", *_curves_runs("protocol", [SLIDE, TF], protocols=("fair", "paper")))
+    oc, orr = _curves_runs("overfit", [dict(SLIDE, params={"lr": lr}, p=lr, tau=t) for lr, t in ((1e-2, 2.0),
+                                                                                             (5e-3, 4.0))],
+                           seeds=(0,), datasets=("amazon",))
+    _write(res, "overfit", oc.assign(train_p_at_1=oc["p_at_1"] * 1.3), orr)
     _micro(res)
     # protocol "tab3" etc. are micro; fig-less experiment "smoke" found by discovery
     _write(res, "smoke", *_curves_runs("smoke", [SLIDE], seeds=(0,)))
@@ -139,7 +143,8 @@ def drawn(results) -> list[Path]:
 
 def test_every_experiment_gets_png_and_pdf(results, drawn):
     names = {p.stem for p in drawn}
-    for exp in ("fig5", "fig7", "fig8", "fig9", "fig4", "fig11", "tab3", "ablation", "protocol", "smoke"):
+    for exp in ("fig5", "fig7", "fig8", "fig9", "fig4", "fig11", "tab3", "ablation", "protocol", "overfit",
+                "smoke"):
         assert exp in names, f"no figure for {exp}: {sorted(names)}"
         assert (results / "figures" / f"{exp}.png").stat().st_size > 5000
         assert (results / "figures" / f"{exp}.pdf").stat().st_size > 1000
@@ -234,9 +239,9 @@ def test_missing_experiments_reported_not_crashed(tmp_path):
     assert {p.stem for p in paths} == {"fig7", "fig7_speedup"}
     text = report.write_report(res).read_text()
     assert "Experiments present: fig7." in text
-    for exp in ("fig5", "fig8", "fig9", "fig4", "fig11", "tab3", "ablation", "protocol"):
+    for exp in ("fig5", "fig8", "fig9", "fig4", "fig11", "tab3", "ablation", "protocol", "overfit"):
         assert exp in text.split("Experiments missing:")[1].split("\n")[0]
-    assert text.count("**MISSING**") == 8 + 1    # + the reference section
+    assert text.count("**MISSING**") == 9 + 1    # + the reference section
 
 
 def test_empty_results_dir(tmp_path):

@@ -69,6 +69,11 @@ def check_runs(exp: Experiment, runs: list[RunSpec], *, oversubscribe: bool = Fa
             if size is not None and size > n_eval and "subset_size" in (exp.raw.get("eval") or {}):
                 raise SpecError(f"{where}: [eval] key 'subset_size' = {size} is larger than the {n_eval} points "
                                 "evaluated on; lower it")
+            tsize = run.eval.get("train_subset_size")
+            n_fit = shape["n_train"] - (n_eval if run.data.get("validation") else 0)
+            if tsize is not None and tsize > n_fit:
+                raise SpecError(f"{where}: [eval] key 'train_subset_size' = {tsize} is larger than the {n_fit} "
+                                "training points; lower it")
         nf = shape["n_features"] if shape else None
         nl = shape["n_labels"] if shape else None
         try:

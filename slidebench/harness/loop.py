@@ -125,14 +125,24 @@ class EvalPlan:
            shuffle, the same for every system and run seed); at the end the full test set.
     paper: intermediate evaluations on the first ``prefix_size`` rows of the test file, at each epoch
            end the first ``epoch_prefix_size`` rows, at the end the full test set (the 2019 release).
+    train: with ``[eval] train_subset_size`` = N, every evaluation also scores a fixed seeded sample of N
+           training rows (``metrics.eval_subset(n_train, N, data_seed)``, the same rows for every system),
+           untimed, logged as ``train_eval``: the gap between it and the test curve shows overfitting.
     """
 
-    def __init__(self, run: RunSpec, n_test: int):
+    def __init__(self, run: RunSpec, n_test: int, n_train: int | None = None):
         from .. import metrics
         self.protocol = run.protocol
         self.n_test = int(n_test)
         if n_test < 1:
             raise ValueError("the test set is empty: nothing to evaluate on")
+        self.train_rows = None
+        tsize = run.eval.get("train_subset_size")
+        if tsize is not None:
+            if not n_train:
+                raise ValueError("[eval] train_subset_size needs the training set's size")
+            self.train_rows = np.asarray(metrics.eval_subset(int(n_train), min(int(tsize), int(n_train)),
+                                                             int(run.data["seed"])), dtype=np.int64)
         if run.protocol == "fair":
             size = min(int(run.eval["subset_size"]), self.n_test)
             self.intermediate = np.asarray(metrics.eval_subset(self.n_test, size, int(run.data["seed"])),
@@ -156,6 +166,9 @@ class EvalPlan:
              "intermediate_sha256": _sha(self.intermediate)}
         if self.epoch_end is not None:
             d["epoch_end"] = self.epoch_end_name
+        if self.train_rows is not None:
+            d["train"] = f"train{len(self.train_rows)}"
+            d["train_sha256"] = _sha(self.train_rows)
         return d
 
 
@@ -327,6 +340,11 @@ def _loop(run: RunSpec, data, trainer, stream, log: RunLogWriter, clock, prog: P
                 extra["trainer_metrics"] = dict(eval_hook(Xe) or {})
             except Exception as e:  # noqa: BLE001
                 extra["trainer_metrics"] = {"error": f"{type(e).__name__}: {e}"}
+        if plan is not None and plan.train_rows is not None:   # untimed, like the hook
+            t1 = clock()
+            mt = score(trainer, data.X_train, data.Y_train, plan.train_rows)
+            extra["train_eval"] = {"p_at_1": mt.get("p_at_1"), "p_at_5": mt.get("p_at_5"), "n": mt.get("n"),
+                                   "time_s": clock() - t1}
         train_loss = loss_sum / loss_n if loss_n else None
         loss_sum, loss_n = 0.0, 0
         rec = log.write("eval", **record(
@@ -348,7 +366,7 @@ def _loop(run: RunSpec, data, trainer, stream, log: RunLogWriter, clock, prog: P
 
     plan = None
     try:
-        plan = EvalPlan(run, data.X_test.shape[0])
+        plan = EvalPlan(run, data.X_test.shape[0], data.X_train.shape[0])
         do_eval(plan.intermediate, plan.intermediate_name, "start")
         status = rule.after_chunk(steps, train_time, ttt is not None) if ttt is not None else None
         while status is None:

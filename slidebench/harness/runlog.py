@@ -29,13 +29,13 @@ START_FIELDS: tuple[str, ...] = (
 EVAL_FIELDS: tuple[str, ...] = (
     "step", "samples_seen", "epoch", "train_time_s", "eval_time_s", "wall_time_s", "train_loss",
     "p_at_1", "p_at_3", "p_at_5", "ndcg_at_1", "ndcg_at_3", "ndcg_at_5", "n_eval", "subset", "reason",
-    "counters", "trainer_metrics")
+    "counters", "trainer_metrics", "train_eval")
 STOP_FIELDS: tuple[str, ...] = (
     "status", "error", "reason", "train_time_s", "wall_time_s", "steps", "samples_seen", "epoch", "n_evals",
     "target_p_at_1", "time_to_target_s", "best_p_at_1", "best_p_at_3", "best_p_at_5", "final_p_at_1",
     "final_p_at_3", "final_p_at_5", "final_ndcg_at_5", "final_n_eval", "final_eval_time_s", "counters")
 #: Optional fields: written only when present.
-OPTIONAL_FIELDS = frozenset({"trainer_metrics", "reused_from", "after_setup_error", "manifest",
+OPTIONAL_FIELDS = frozenset({"trainer_metrics", "train_eval", "reused_from", "after_setup_error", "manifest",
                              "data_load_time_s", "describe"})
 
 

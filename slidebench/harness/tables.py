@@ -26,7 +26,7 @@ _KEYS = {
     "data": {"preset", "scale", "seed", "train", "test", "name", "validation"},
     "budget": {"train_seconds", "epochs", "steps", "target_p_at_1", "stop_at_target"},
     "eval": {"every_seconds", "every_steps", "subset_size", "prefix_size", "epoch_prefix_size", "ratio",
-             "first_seconds", "first_steps"},
+             "first_seconds", "first_steps", "train_subset_size"},
     "run": {"seeds", "threads", "batch_sizes"},
     "systems": {"label", "system", "config", "params", "sweep"},
 }
@@ -195,6 +195,8 @@ def _parse_eval(path, where: str, raw_e: dict[str, Any], protocol: str) -> dict[
         evalc["prefix_size"] = _pos_int(path, where, "prefix_size", e.get("prefix_size", DEFAULT_PREFIX))
         evalc["epoch_prefix_size"] = _pos_int(path, where, "epoch_prefix_size",
                                               e.get("epoch_prefix_size", DEFAULT_EPOCH_PREFIX))
+    if "train_subset_size" in e:        # only when asked: an absent key keeps run identities unchanged
+        evalc["train_subset_size"] = _pos_int(path, where, "train_subset_size", e["train_subset_size"])
     return evalc
 
 

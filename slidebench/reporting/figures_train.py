@@ -323,3 +323,50 @@ def fig_speedup(s: Summary, out_dir: Path) -> list[Path]:
              else f"{how}; one seed: no band")
     return _finish(fig, footer_text(s.runs if s.runs is not None else s.curves, extra),
                    f"{SPEEDUP_TITLE} ({TITLES.get(s.name, s.name).split(':')[0]})", out_dir, f"{s.name}_speedup")
+
+
+def fig_overfit(s: Summary, out_dir: Path) -> list[Path]:
+    """Overfit check: per learning rate, P@1 on the evaluation subset (solid) and on the fixed training
+    points (dashed) against train time and against epochs (epoch ends dotted); a circle marks each test
+    peak. One colour per learning rate; one seed, so no bands."""
+    if s.curves is None or len(s.curves) == 0 or "train_p_at_1" not in s.curves.columns:
+        return []
+    import matplotlib.pyplot as plt
+    df = s.curves.copy()
+    df["lr"] = df.apply(lambda r: _lr_of(r), axis=1)
+    datasets = _uniq(df, "dataset") or [None]
+    lrs = sorted(df["lr"].dropna().unique(), reverse=True)
+    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.8, max(1, len(lrs))))
+    fig, axes = _new_fig(len(datasets), 2, w=4.6)
+    for i, ds in enumerate(datasets):
+        sub = df if ds is None else df[df["dataset"] == ds]
+        for j, x in enumerate(("train_time_s", "epoch")):
+            ax = axes[i][j]
+            for lr, col in zip(lrs, colors):
+                for _, c in sub[sub["lr"] == lr].groupby("run_id"):
+                    c = c.sort_values(x)
+                    lab = f"{c['label'].iloc[0]}, lr {lr:g}"
+                    ax.plot(c[x], c["p_at_1"], color=col, lw=1.6, label=f"{lab}: test (eval subset)")
+                    ax.plot(c[x], c["train_p_at_1"], color=col, lw=1.2, ls="--",
+                            label=f"{lab}: training points")
+                    k = int(np.argmax(c["p_at_1"].to_numpy(float)))
+                    ax.plot(c[x].iloc[k], c["p_at_1"].iloc[k], "o", color=col, ms=5)
+            if x == "epoch":
+                for e in range(1, int(np.floor(float(sub["epoch"].max()))) + 1):
+                    ax.axvline(e, color="#999999", lw=0.7, ls=":")
+            ax.set_xlabel("train time (s)" if x == "train_time_s" else "epochs (passes over the training set)")
+            ax.set_ylabel("P@1")
+            ax.set_title(f"{ds}: P@1 against {'train time' if x == 'train_time_s' else 'epochs'}")
+            ax.set_ylim(bottom=0)
+    frac = shared_legend(fig, axes)
+    return _finish(fig, footer_text(s.runs if s.runs is not None else df), TITLES.get(s.name, s.name),
+                   out_dir, s.name, legend_frac=frac)
+
+
+def _lr_of(row) -> float:
+    from .summaries import run_params
+    v = row.get("param_lr")
+    if v is not None and pd.notna(v):
+        return float(v)
+    lr = run_params(row).get("lr")
+    return float(lr) if lr is not None else float("nan")

@@ -27,7 +27,8 @@ from .catalogue import (KNOWN_EXPERIMENTS, MICRO_EXPERIMENTS, PROTOCOL_FAIR_SOUR
                         TAB3_PAPER, TITLES)
 from .drawing import curve_groups, seed_band  # noqa: F401
 from .figures_micro import fig_insertion, fig_samplers, fig_threshold
-from .figures_train import fig_ablation, fig_batch, fig_curves, fig_protocol, fig_speedup, fig_threads
+from .figures_train import (fig_ablation, fig_batch, fig_curves, fig_overfit, fig_protocol, fig_speedup,
+                            fig_threads)
 from .formatting import footer_text, hard_threshold_prob  # noqa: F401
 from .style import apply_rc
 from .summaries import Summary, available_experiments, load_summary  # noqa: F401
@@ -52,6 +53,7 @@ FIGURES: dict[str, Callable[[Summary, Path], list[Path]]] = {
     "tab3": fig_insertion,
     "ablation": fig_ablation,
     "protocol": fig_protocol,
+    "overfit": fig_overfit,
 }
 
 

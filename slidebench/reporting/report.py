@@ -213,7 +213,7 @@ def _section(results_dir: Path, s: Summary) -> str:
     if s.name in SPEEDUP_EXPERIMENTS and s.speedup is not None and len(s.speedup):
         lines += [speedup_levels_md(s.speedup), ""]
     if s.name in SPEEDUP_EXPERIMENTS:
-        pl = plateau_md(s.curves)
+        pl = plateau_md(s.curves, load_summary(results_dir, "overfit").curves)   # evidence, if it ran
         if pl:
             lines += [pl, ""]
     if s.name in PAPER_CLAIMS:

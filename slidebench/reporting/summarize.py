@@ -40,6 +40,9 @@ DATASET, IDENTITY, DESCRIBE, MANIFEST, BUDGET, PARAMS, SWEEP = select(
 EVAL_CURVE = select(EVAL_FIELDS, "step", "samples_seen", "epoch", "train_time_s", "eval_time_s", "wall_time_s",
                     "train_loss", "p_at_1", "p_at_3", "p_at_5", "n_eval")
 EVAL_EXTRA = select(EVAL_FIELDS, "subset", "reason")
+#: eval: the training-subset evaluation (optional), flattened into the curves CSV as TRAIN_P1
+(TRAIN_EVAL,) = select(EVAL_FIELDS, "train_eval")
+TRAIN_P1 = "train_p_at_1"
 #: run_stop: copied into the runs CSV
 STOP_FINAL = select(STOP_FIELDS, "final_p_at_1", "final_p_at_3", "final_p_at_5")
 #: runs-CSV column: (its run_stop field, the last evaluation's field for a run that has no run_stop)
@@ -144,13 +147,16 @@ def summarize_experiment(experiment: str, results_dir: str | Path = "results", *
         for e in log.evals:
             c = {k: row[k] for k in ID_COLS}
             c.update({k: e.get(k) for k in EVAL_CURVE + EVAL_EXTRA}, complete=row["complete"], **params)
+            if e.get(TRAIN_EVAL):                       # [eval] train_subset_size: P@1 on training rows
+                c[TRAIN_P1] = e[TRAIN_EVAL].get("p_at_1")
             curves.append(c)
     for msg in problems:
         print(f"summarize: skipped unreadable log {msg}", flush=True)
     runs_df = pd.DataFrame(runs)
     param_cols = sorted({k for r in runs for k in r if k.startswith("param_")})
     runs_df = runs_df.reindex(columns=RUN_COLS + param_cols + EXTRA_RUN_COLS)
-    curves_df = pd.DataFrame(curves).reindex(columns=CURVE_COLS + param_cols + EXTRA_CURVE_COLS)
+    train_cols = [TRAIN_P1] if any(TRAIN_P1 in c for c in curves) else []   # only where a run asked for it
+    curves_df = pd.DataFrame(curves).reindex(columns=CURVE_COLS + param_cols + EXTRA_CURVE_COLS + train_cols)
     if not runs_df.empty:
         runs_df = runs_df.sort_values(["dataset", "label", "n_threads", "batch_size", "seed", "run_id"],
                                       kind="stable")
