@@ -5,8 +5,12 @@ first speedup each measured (median [min, max] over seeds, as printed in REPORT.
 *agrees* when the outcomes are the same, and its ratio *stays within spread* when the rerun's median
 lies inside the reference's [min, max] (a claim without a ratio is judged on its outcome only).
 Exit status 1 when any outcome differs or a ratio leaves its spread, so it can gate a commit.
+With ``--also RUN ...`` (earlier reruns' results folders) the spread is the union of the reference's
+and theirs: the range over all their seeds, which is what README.md states for a ratio once a
+3-seed spread has proved narrower than the run-to-run spread.
 
     .venv/bin/python benchmarks/compare_reference.py results results-rerun [--only fig5 fig7]
+    .venv/bin/python benchmarks/compare_reference.py results results-rerun --also run2/results run3/results
 """
 from __future__ import annotations
 
@@ -45,8 +49,13 @@ def main(argv=None) -> int:
     ap.add_argument("reference")
     ap.add_argument("rerun")
     ap.add_argument("--only", nargs="+", help="only the claims of these experiments")
+    ap.add_argument("--also", nargs="+", default=[], metavar="RUN",
+                    help="earlier runs' results folders: the spread becomes the union of theirs and the reference's")
     a = ap.parse_args(argv)
     ref, new = table(a.reference, a.only), table(a.rerun, a.only)
+    pooled = [table(d, a.only) for d in a.also]
+    if pooled:
+        print(f"spread: the union over the reference and {len(pooled)} earlier run(s)")
     bad = 0
     print(f"{'claim':16s} {'reference':>28s} {'rerun':>22s}  moved   outcome")
     for cid in ref.index:
@@ -55,6 +64,10 @@ def main(argv=None) -> int:
         r, n = ref.loc[cid], new.loc[cid]
         same = r["verdict"] == n["verdict"]
         rr, nn = first_ratio(r["measured"]), first_ratio(n["measured"])
+        if rr and pooled:                                 # widen to the union of the earlier runs' spreads
+            more = [first_ratio(p.loc[cid, "measured"]) for p in pooled if cid in p.index]
+            more = [m for m in more if m]
+            rr = (rr[0], rr[1], min([rr[2]] + [m[2] for m in more]), max([rr[3]] + [m[3] for m in more]))
         if rr and nn:
             inside = rr[2] <= nn[1] <= rr[3]
             moved = f"{nn[1] / rr[1]:5.2f}x" if rr[1] else "  -  "

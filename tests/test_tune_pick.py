@@ -42,3 +42,22 @@ def test_compare_reference_parses_the_verdict_ratio_and_its_bounds():
     assert first_ratio("median speedup 4.3x [3.4, 4.8] at 50%") == ("", 4.3, 3.4, 4.8)
     assert first_ratio("FIFO 0.0582 s vs reservoir 0.0797 s (0.73x; paper 2.1x)") == ("", 0.73, 0.73, 0.73)
     assert first_ratio("no GPU run") is None
+
+
+def test_compare_reference_also_widens_the_spread_to_the_earlier_runs(monkeypatch, capsys):
+    import pandas as pd
+
+    import benchmarks.compare_reference as cr
+
+    def t(measured, verdict="holds"):
+        return pd.DataFrame({"claim": ["c1"], "experiment": ["fig5"], "verdict": [verdict],
+                             "measured": [measured]}).set_index("claim")
+    tables = {"ref": t("> 2.2x [2.1, 2.4]"), "old": t("> 1.9x [1.9, 2.0]"), "new": t("> 1.95x [1.9, 2.0]"),
+              "flip": t("> 2.2x [2.1, 2.4]", "does not hold")}
+    monkeypatch.setattr(cr, "table", lambda d, only: tables[d])
+    assert cr.main(["ref", "new"]) == 1                       # 1.95 is outside the reference's [2.1, 2.4]
+    assert "OUTSIDE" in capsys.readouterr().out
+    assert cr.main(["ref", "new", "--also", "old"]) == 0      # inside the union [1.9, 2.4]
+    out = capsys.readouterr().out
+    assert "union over the reference and 1 earlier run" in out and "[1.90, 2.40]" in out
+    assert cr.main(["ref", "flip", "--also", "old"]) == 1     # a verdict that flips is never excused
