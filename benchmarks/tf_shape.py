@@ -14,6 +14,7 @@ named time_*/peakmem_*/track_*, and importing it does nothing):
     .venv/bin/python benchmarks/tf_shape.py --variant tuned:xla=false    # a configuration with overrides
     .venv/bin/python benchmarks/tf_shape.py --interleave --systems tf_full_softmax --threads 1 \
         --variant paper tuned:xla=false tuned --chunks 10 --chunk 2     # one-process A/B, interleaved
+        # (--n-labels 200000: the same at the headline's output size)
     .venv/bin/python benchmarks/tf_shape.py --roofline [--labels 200000] [--threads 2]
         # tuned TF full softmax's output-layer GFLOP/s next to numpy SGEMM's on the same 128 x 128 x N
         # shapes, measured in one subprocess with OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset; writes
@@ -118,7 +119,8 @@ def interleaved(system: str, variants: list[str], threads: int, reps: int, chunk
             times[v].append((time.perf_counter() - t0) / chunk)
         print(f"[tf_shape] round {r + 1}/{reps}", file=sys.stderr, flush=True)
     ref = statistics.median(times[variants[0]])
-    print(f"{system}, {threads} thread(s), one process, {reps} interleaved rounds of {chunk} steps (median):")
+    print(f"{system}, {threads} thread(s), {SHAPE['n_labels']:,} labels, one process, {reps} interleaved rounds of "
+          f"{chunk} steps (median):")
     for v in variants:
         m = statistics.median(times[v])
         print(f"  {v:50s} {m * 1e3:8.1f} ms/step  {ref / m:5.2f}x vs {variants[0]}")
@@ -142,6 +144,8 @@ def main(argv=None) -> int:
     ap.add_argument("--interleave", action="store_true",
                     help="A/B mode: the variants of the first system at the first thread count in one process, "
                          "steps interleaved (--chunks rounds of --chunk steps)")
+    ap.add_argument("--n-labels", type=int, default=None,
+                    help="--interleave: output labels of the shape instead of 50,000 (e.g. 200000, the headline's)")
     ap.add_argument("--json", help="write all results to this file")
     ap.add_argument("--roofline", action="store_true",
                     help="TF full softmax (tuned) output-layer GFLOP/s vs numpy SGEMM on the same shapes; writes --csv")
@@ -160,7 +164,11 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps(res), flush=True)
         return 0
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if a.n_labels is not None and not a.interleave:
+        ap.error("--n-labels goes with --interleave (the grid's child processes use the fixed shape)")
     if a.interleave:
+        if a.n_labels is not None:
+            SHAPE["n_labels"] = a.n_labels
         interleaved(a.systems[0], a.variant, a.threads[0], max(a.chunks, 3), a.chunk)
         return 0
     env = dict(os.environ)
