@@ -12,7 +12,7 @@ from .catalogue import SPEEDUP_TITLE, TITLES
 from .drawing import _curves_panel, _finish, _new_fig, _target, curve_groups, plain_log_axis, shared_legend
 from .formatting import _param_cols, _strcol, _uniq, _val, footer_text
 from .style import Style, style_for
-from .summaries import Summary
+from .summaries import Summary, run_lr
 
 def fig_curves(s: Summary, out_dir: Path, title: str, split_cols: Sequence[str] = ("dataset",),
                xs: Sequence[tuple[str, bool]] = (("train_time_s", True), ("step", False)),
@@ -335,7 +335,7 @@ def fig_overfit(s: Summary, out_dir: Path) -> list[Path]:
         return []
     import matplotlib.pyplot as plt
     df = s.curves.copy()
-    df["lr"] = df.apply(lambda r: _lr_of(r), axis=1)
+    df["lr"] = df.apply(run_lr, axis=1).astype(float)
     datasets = _uniq(df, "dataset") or [None]
     lrs = sorted(df["lr"].dropna().unique(), reverse=True)
     colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.8, max(1, len(lrs))))
@@ -364,11 +364,3 @@ def fig_overfit(s: Summary, out_dir: Path) -> list[Path]:
     return _finish(fig, footer_text(s.runs if s.runs is not None else df), TITLES.get(s.name, s.name),
                    out_dir, s.name, legend_frac=frac)
 
-
-def _lr_of(row) -> float:
-    from .summaries import run_params
-    v = row.get("param_lr")
-    if v is not None and pd.notna(v):
-        return float(v)
-    lr = run_params(row).get("lr")
-    return float(lr) if lr is not None else float("nan")

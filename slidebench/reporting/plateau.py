@@ -47,12 +47,9 @@ def _rise(curve: pd.DataFrame) -> tuple[float, float, float]:
 
 
 def _lr(c: pd.DataFrame) -> float | None:
-    """The learning rate of a run's curve rows: a swept ``param_lr`` column, else the ``params`` JSON."""
-    from .summaries import run_params
-    if "param_lr" in c.columns and c["param_lr"].notna().any():
-        return float(c["param_lr"].dropna().iloc[0])
-    lr = run_params(c.iloc[0]).get("lr") if len(c) else None
-    return float(lr) if isinstance(lr, (int, float)) and not isinstance(lr, bool) else None
+    """The learning rate of one run's curve rows (the same on every row)."""
+    from .summaries import run_lr
+    return run_lr(c.iloc[0]) if len(c) else None
 
 
 def overfit_evidence(evidence: pd.DataFrame | None, dataset: str, system: str, config: str,
@@ -66,10 +63,17 @@ def overfit_evidence(evidence: pd.DataFrame | None, dataset: str, system: str, c
         return None
     ev = evidence[(evidence["dataset"] == dataset) & (evidence["system"] == system)
                   & (evidence["config"] == config)]
-    per = []
+    per, others = [], []             # runs at this lr; the same system at the evidence's other lrs
     for run_id, c in ev.groupby("run_id"):
         rlr = _lr(c)
-        if rlr is None or not np.isclose(rlr, lr, rtol=1e-6, atol=0):
+        if rlr is None:
+            continue
+        if not np.isclose(rlr, lr, rtol=1e-6, atol=0):
+            c = c.sort_values("train_time_s").dropna(subset=["p_at_1"])
+            if len(c):
+                i = int(np.argmax(c["p_at_1"].to_numpy(float)))
+                others.append({"lr": rlr, "test_peak": float(c["p_at_1"].iloc[i]),
+                               "t_peak": float(c["train_time_s"].iloc[i]), "at_end": i == len(c) - 1})
             continue
         c = c.sort_values("train_time_s").dropna(subset=["p_at_1", "train_p_at_1"])
         if len(c) < 2:
@@ -89,16 +93,6 @@ def overfit_evidence(evidence: pd.DataFrame | None, dataset: str, system: str, c
                                       "test_fall", "train_rise")}
     out["n_runs"] = len(d)
     out["lr"] = float(lr)
-    others = []                      # the same system at the other learning rates of the evidence
-    for run_id, c in ev.groupby("run_id"):
-        rlr = _lr(c)
-        if rlr is None or np.isclose(rlr, lr, rtol=1e-6, atol=0):
-            continue
-        c = c.sort_values("train_time_s").dropna(subset=["p_at_1"])
-        if len(c):
-            i = int(np.argmax(c["p_at_1"].to_numpy(float)))
-            others.append({"lr": rlr, "test_peak": float(c["p_at_1"].iloc[i]),
-                           "t_peak": float(c["train_time_s"].iloc[i]), "at_end": i == len(c) - 1})
     out["others"] = sorted(others, key=lambda o: -o["lr"])
     out["overfit"] = bool(out["test_fall"] < -PLATEAU_RISE and out["train_rise"] > PLATEAU_RISE)
     return out

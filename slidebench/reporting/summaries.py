@@ -103,6 +103,15 @@ def run_params(row) -> dict:
     return dict(LEGACY_PARAMS.get(str(row.get("label")), {}))
 
 
+def run_lr(row) -> float | None:
+    """A run's learning rate from a runs/curves row: a swept ``param_lr`` column, else ``run_params``."""
+    v = row.get("param_lr") if hasattr(row, "get") else None
+    if v is not None and pd.notna(v):
+        return float(v)
+    lr = run_params(row).get("lr")
+    return float(lr) if isinstance(lr, (int, float)) and not isinstance(lr, bool) else None
+
+
 def _checked(path: Path, need: list[str]) -> pd.DataFrame | None:
     df = _read_csv(path)
     if df is None:
