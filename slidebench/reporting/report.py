@@ -159,7 +159,7 @@ def _figures_for(results_dir: Path, name: str) -> list[Path]:
     return sorted(p for p in fdir.glob(f"{name}*.png") if p.stem == name or p.stem.startswith(name + "_"))
 
 
-def _section(results_dir: Path, s: Summary) -> str:
+def _section(results_dir: Path, s: Summary, evidence: pd.DataFrame | None = None) -> str:
     title = TITLES.get(s.name, s.name)
     lines = [f"## {title}", ""]
     if not s.present:
@@ -213,7 +213,7 @@ def _section(results_dir: Path, s: Summary) -> str:
     if s.name in SPEEDUP_EXPERIMENTS and s.speedup is not None and len(s.speedup):
         lines += [speedup_levels_md(s.speedup), ""]
     if s.name in SPEEDUP_EXPERIMENTS:
-        pl = plateau_md(s.curves, load_summary(results_dir, "overfit").curves)   # evidence, if it ran
+        pl = plateau_md(s.curves, evidence)       # evidence: the overfit experiment's curves, if it ran
         if pl:
             lines += [pl, ""]
     if s.name in PAPER_CLAIMS:
@@ -247,7 +247,10 @@ def render_report(results_dir: str | Path = "results", experiments: Sequence[str
         f"Experiments present: {', '.join(present) or 'none'}.",
         f"Experiments missing: {', '.join(missing) or 'none'}.", "",
     ]
-    body = [_section(results_dir, s) for s in summaries]
+    evidence = next((x.curves for x in summaries if x.name == "overfit"), None)
+    if evidence is None and any(x.name in SPEEDUP_EXPERIMENTS for x in summaries):
+        evidence = load_summary(results_dir, "overfit").curves     # a report of fig5/fig7 alone still reads it
+    body = [_section(results_dir, s, evidence) for s in summaries]
     extra = [reference_md(load_reference(results_dir), {s.name: s for s in summaries}),
              roofline_md(load_roofline(results_dir))]
     return ("\n".join(head) + "\n" + verdict_md({s.name: s for s in summaries}) + "\n" + "\n".join(body) + "\n"
