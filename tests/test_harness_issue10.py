@@ -530,7 +530,7 @@ def test_dask_joins_a_scheduler_and_refuses_runs_no_worker_can_hold(tmp_path):
 
 
 def test_reproduce_leaves_out_smoke_and_tune_unless_named(tmp_path, monkeypatch, capsys):
-    """The default reproduce must fit its time budget: the tuning experiment (~45 min) is `make tune`'s,
+    """The default reproduce must fit its time budget: the tuning experiment (~100 min) is `make tune`'s,
     so reproduce runs it only when --only names it, and says so when it leaves it out."""
     import slidebench.data
     from slidebench.reporting import plots, report, summarize
