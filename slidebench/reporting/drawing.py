@@ -265,11 +265,14 @@ def _finish(fig, footer: str, title: str, out_dir: Path, stem: str, legend_frac:
 
 
 def plain_log_axis(ax, axis: str = "x") -> None:
-    """Log scale ticked in plain numbers (1, 2, 5, 10, 20, 50 ...), not 6x10^0."""
+    """Log scale ticked in plain numbers (1, 2, 5, 10, 20, 50 ...), not 6x10^0. The y axis (speedups, often
+    spanning less than a factor of 2) also gets 1.2, 1.5, 3 and 7, so a narrow range still shows a number
+    besides 1."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     a = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-    a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    subs = (1.0, 2.0, 5.0) if axis == "x" else (1.0, 1.2, 1.5, 2.0, 3.0, 5.0, 7.0)
+    a.set_major_locator(LogLocator(base=10, subs=subs))
     a.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     a.set_minor_formatter(NullFormatter())
 
