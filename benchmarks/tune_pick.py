@@ -3,7 +3,7 @@
 For each data set and label, every finished trial's final P@1 on the whole evaluation set (the
 validation split carved from the training set, ``[data] validation``), and the chosen trial: the
 highest final P@1; ties (to 3 decimals: e.g. every trial still at the majority label, as TF full softmax
-is at 200k labels after 20 s) go to the lower training loss at the last evaluation (the loss of the
+is at 200k labels in its first tens of seconds) go to the lower training loss at the last evaluation (the loss of the
 system's own objective, compared only between trials of one system on one data set and one batch
 order), then to the smaller learning rate. Reads the run logs under
 ``results/raw/<experiment>/``; never the test set (a trial whose log says it did not evaluate on a
