@@ -260,6 +260,7 @@ cdef class Core:
         cdef Upd u
         cdef Upd us[MAXL]
         cdef BucketJob bj[MAXL]
+        cdef Bias0Job z
         cdef int rc
         cdef double loss_sum
         cdef object sc
@@ -311,9 +312,8 @@ cdef class Core:
         else:
             u.lr_t = self.lr
         stats = {}
-        # ---- bucket every layer's (sample, position) entries by row: independent counting sorts,
-        # run concurrently (one layer per thread)
-        t_k = time.perf_counter()
+        # ---- update phase (net_passes.update_phase): every layer's (sample, position) entries
+        # bucketed by row (a counting sort a layer, concurrently), layer 0's biases, every touched row
         for l in range(L):
             us[l] = u
             us[l].layer = l
@@ -358,24 +358,12 @@ cdef class Core:
                 us[l].dense_rows = 1
                 us[l].n_rows = n_out
                 us[l].ent_s = NULL; us[l].ent_pos = NULL
+        self._bias0_job(&wk, &z, b, keep)
         with nogil:
-            bucket_pass(bj, L, b, nt)
+            update_phase(net, &wk, us, bj, &z, L, nt)
         for l in range(L):
-            if bj[l].active:
-                us[l].n_rows = bj[l].n_rows
-        stats["time_bucket_s"] = time.perf_counter() - t_k
-        # ---- updates, one layer at a time, parallel over touched rows
-        for l in range(L):
-            t_l = time.perf_counter()
-            n_rows = us[l].n_rows
-            with nogil:
-                update_pass(net, &wk, &us[l], &bj[l], nt)
-            stats[f"time_update_layer{l}_s"] = time.perf_counter() - t_l
-            stats[f"touched_rows_layer{l}"] = n_rows
-            if l == L - 1:
-                stats["touched_rows_out"] = n_rows
-            if l == 0:
-                self._update_bias0(&wk, &us[0], b, nt, keep)
+            stats[f"touched_rows_layer{l}"] = us[l].n_rows
+        stats["touched_rows_out"] = us[L - 1].n_rows
         self.samples_seen += b
         stats["time_forward_backward_s"] = t_b - t_a
         stats["time_update_s"] = time.perf_counter() - t_b
@@ -403,22 +391,26 @@ cdef class Core:
         stats["mean_lsh_candidates"] = float(nc[nc >= 0].mean()) if (nc >= 0).any() else float("nan")
         return loss_sum / b, stats
 
-    cdef _update_bias0(self, Work* wk, Upd* u, int b, int nt, list keep):
-        """Biases of layer 0: bias0_pass (net_passes.pxd) with its bucketing buffers."""
+    cdef _bias0_job(self, Work* wk, Bias0Job* z, int b, list keep):
+        """Layer 0's biases for update_phase: a full layer needs nothing more; a sampled one gets the
+        buffers of its counting sort (kept alive in `keep`)."""
         cdef int h = self.net.sizes[1]
         cdef int[::1] cnt, rs, tch, ns, es, ep
         cdef long[::1] offs
+        cdef float[::1] bb = self.b[0]
+        memset(z, 0, sizeof(Bias0Job))
+        z.bb = &bb[0]
+        z.h = h
         if wk.full[0]:
-            with nogil:
-                bias0_pass(wk, u, self.net.b[0], b, h, nt, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
             return
         cnt = np.zeros(h + 1, np.int32); rs = np.zeros(h + 1, np.int32); tch = np.zeros(h + 1, np.int32)
         ns = np.asarray(<int[:b]> wk.nact[0]).copy()
         offs = np.arange(b, dtype=np.int64) * wk.stride[0]
         n_ent = max(int(np.asarray(ns).sum()), 1)
         es = np.empty(n_ent, np.int32); ep = np.empty(n_ent, np.int32)
-        with nogil:
-            bias0_pass(wk, u, self.net.b[0], b, h, nt, &offs[0], &ns[0], &cnt[0], &rs[0], &tch[0], &es[0], &ep[0])
+        keep.extend([cnt, rs, tch, ns, offs, es, ep])
+        z.offs = &offs[0]; z.ns = &ns[0]; z.cnt = &cnt[0]; z.rs = &rs[0]; z.tch = &tch[0]
+        z.es = &es[0]; z.ep = &ep[0]
 
     # ------------------------------------------------------------------------------- queries
     def hidden(self, int[::1] xptr, int[::1] xind, float[::1] xval, int n, int n_threads=0):

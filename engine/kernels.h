@@ -191,6 +191,34 @@ static inline uint64_t sb_splitmix(uint64_t* s) {
     return z ^ (z >> 31);
 }
 
+/* Hand-off between the threads of one parallel block (net_passes.pxd: update_phase): a flag one
+ * thread raises when a layer's counting sort is done (release) and the others wait on (acquire:
+ * the sort's writes are then visible), and a shared counter that hands out rows. The wait spins
+ * for a few microseconds, then yields the core. libgomp's barrier under
+ * OMP_WAIT_POLICY=PASSIVE sleeps on a futex at once. Each sleep or fork cost ~0.1 ms on the
+ * 2-core VM, about as long as the work between them. */
+#ifndef SB_SPINS
+#define SB_SPINS 4000
+#endif
+
+#include <sched.h>
+
+static inline void sb_flag_set(int* f) { __atomic_store_n(f, 1, __ATOMIC_RELEASE); }
+
+static inline void sb_flag_wait(int* f) {
+    for (long spins = 0; !__atomic_load_n(f, __ATOMIC_ACQUIRE); spins++) {
+        if (spins < SB_SPINS) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        } else {
+            sched_yield();
+        }
+    }
+}
+
+static inline int sb_fetch_add(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+
 /* uniform integer in [0, n) (Lemire's multiply-shift; bias < n / 2^32, irrelevant here) */
 static inline int sb_randint(uint64_t* s, int n) {
     return (int)(((sb_splitmix(s) >> 32) * (uint64_t)n) >> 32);

@@ -42,6 +42,9 @@ cdef extern from "kernels.h":
     void sb_triad(float* a, const float* b, const float* c, float s, long lo, long hi) noexcept nogil
     void sb_prefetch_row(const float* p, int n) noexcept nogil
     void sb_prefetch_row_w(const float* p, int n) noexcept nogil
+    void sb_flag_set(int* f) noexcept nogil
+    void sb_flag_wait(int* f) noexcept nogil
+    int sb_fetch_add(int* p, int v) noexcept nogil
     uint64_t sb_splitmix(uint64_t* s) noexcept nogil
     int sb_randint(uint64_t* s, int n) noexcept nogil
 
@@ -159,7 +162,7 @@ cdef struct Upd:
     int dense_rows             # 1: every row j in [0, n_rows) with every sample (full layer, l >= 1)
     const int* touched
     const int* rstart
-    const int* rend
+    int* rend                  # the counting sort's counters: update_row reads its row's and zeroes it
     const int* ent_s
     const int* ent_pos
     int row_len
@@ -218,7 +221,8 @@ cdef inline void row_step_scaled(Upd* u, long r, float a, const float* x) noexce
 
 
 cdef inline void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept nogil:
-    """Gradient of one touched row (sum over the samples that touched it, ascending) + one step."""
+    """Gradient of one touched row (sum over the samples that touched it, ascending) + one step; clears
+    the row's counter of the counting sort (no other iteration reads it)."""
     cdef int l = u.layer, j, e, s, pos, i, n, e0, e1
     cdef int rl = u.row_len
     cdef float* g = u.grad + <long>tid * u.grad_stride
@@ -232,6 +236,7 @@ cdef inline void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept
         j = u.touched[t]
         e0 = u.rstart[j]
         e1 = u.rend[j]
+        u.rend[j] = 0                                  # the counter, ready for the next step's sort
         if wk.full[0] and e1 - e0 == 1:
             s = u.ent_s[e0]
             row_step_scaled(u, j, wk.xval[u.ent_pos[e0]], wk.dlt[0] + <long>s * wk.stride[0])
@@ -255,6 +260,7 @@ cdef inline void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept
         j = u.touched[t]
         e0 = u.rstart[j]
         e1 = u.rend[j]
+        u.rend[j] = 0
         if wk.full[l - 1] and e1 - e0 == 1:
             s = u.ent_s[e0]
             dv = wk.dlt[l][u.ent_pos[e0]]

@@ -4,8 +4,9 @@ and per-row kernels they run are in net_sample.pxd and net_kernels.pxd):
 
   samples_pass    every sample of a batch: active sets, forward, loss, backward (training), or the
                   hidden layers / top-k (inference); one sample per loop iteration
-  bucket_pass     the counting sorts of every layer's (sample, position) entries by row, one layer a thread
-  update_pass     one layer's touched rows: gradient and optimiser step, one row per iteration
+  update_phase    a step's updates in one block: the counting sorts of every layer's (sample, position)
+                  entries by row (a layer a thread), layer 0's biases, then every layer's touched rows
+                  (gradient and optimiser step, rows handed out from a shared counter)
   blocks_pass     the exact predict's output layer, blocks of PB samples
 
 engine/_core.pyx (`Core`) allocates the buffers, fills Work and calls these; each loop's schedule is
@@ -36,28 +37,83 @@ cdef inline int samples_pass(Net* net, Work* wk, int n, int nt, int chunk) noexc
     return -1 if wk.err != 0 else 0
 
 
-cdef inline void bucket_pass(BucketJob* bj, int L, int b, int nt) noexcept nogil:
-    """bucket_rows for every layer with a job (bj[l].active), the layers concurrently; sets bj[l].n_rows."""
-    cdef int lq
-    with parallel(num_threads=min(nt, L)):
-        for lq in prange(L, schedule="static", chunksize=1):
-            if bj[lq].active:
-                bj[lq].n_rows = bucket_rows(b, bj[lq].ids, bj[lq].off, bj[lq].cnt_s, bj[lq].cnt,
-                                            bj[lq].rstart, bj[lq].touched, bj[lq].ent_s,
-                                            bj[lq].ent_pos, bj[lq].n_total)
+cdef struct Bias0Job:
+    # layer 0's biases (indexed by neuron, while its weight rows are indexed by feature); a sampled
+    # layer 0 buckets its samples' active neurons into cnt / rs / tch / es / ep (cnt zero on entry)
+    float* bb
+    int h
+    const long* offs
+    const int* ns
+    int* cnt
+    int* rs
+    int* tch
+    int* es
+    int* ep
 
 
-cdef inline void update_pass(Net* net, Work* wk, Upd* u, BucketJob* bj, int nt) noexcept nogil:
-    """update_row for the u.n_rows touched rows of one layer (dynamic schedule, 16 rows a chunk), then
-    the layer's row counters cleared for the next step (when it was bucketed)."""
-    cdef int t, tid = 0, n_rows = u.n_rows
+cdef inline void bias0_step(Work* wk, Upd* u, Bias0Job* z) noexcept nogil:
+    """Every layer-0 bias's gradient and step, serially (h neurons: a full layer sums the b samples per
+    neuron; a sampled one buckets the neurons its samples touched). Each sum in ascending sample order."""
+    cdef int j, s, e, t, n_rows, b = wk.b
+    cdef float g
+    if wk.full[0]:
+        for j in range(z.h):
+            g = 0.0
+            for s in range(b):
+                g = g + wk.dlt[0][<long>s * wk.stride[0] + j]
+            bias_step(u, z.bb, j, g)
+        return
+    n_rows = bucket_rows(b, wk.ids[0], z.offs, z.ns, z.cnt, z.rs, z.tch, z.es, z.ep, z.h)
+    for t in range(n_rows):
+        j = z.tch[t]
+        g = 0.0
+        for e in range(z.rs[j], z.cnt[j]):
+            g = g + wk.dlt[0][z.ep[e]]
+        bias_step(u, z.bb, j, g)
+
+
+cdef inline void update_rows(Net* net, Work* wk, Upd* u, int* next_row, int tid) noexcept nogil:
+    """update_row for the touched rows of one layer that this thread takes, 16 at a time from the
+    shared counter next_row (every row exactly once over the team)."""
+    cdef int t, t1, t0 = sb_fetch_add(next_row, 16), n = u.n_rows
+    while t0 < n:
+        t1 = t0 + 16 if t0 + 16 < n else n
+        for t in range(t0, t1):
+            update_row(net, wk, u, t, tid)
+        t0 = sb_fetch_add(next_row, 16)
+
+
+cdef inline void update_phase(Net* net, Work* wk, Upd* us, BucketJob* bj, Bias0Job* z, int L,
+                              int nt) noexcept nogil:
+    """The update phase of a training step in one parallel block (one fork, where there was one per
+    layer: a fork or barrier under OMP_WAIT_POLICY=PASSIVE cost ~0.1 ms on the 2-core VM):
+      1. the layers' counting sorts (bucket_rows), a layer a thread (the output layer's, ~1 ms at
+         128 x 1,000 entries, is the long one); the thread that sorted layer 0 then steps its biases;
+      2. every layer's touched rows (update_row), handed out 16 at a time from a shared counter; a
+         thread starts on layer l once layer l is sorted (a flag: the sort's writes are visible), so the
+         thread done with a short sort updates layer 0 while another still sorts the output layer.
+    No two iterations write the same memory and each row's sum has a fixed order, as before: the result
+    does not depend on nt or on which thread does what."""
+    cdef int l, lu, tid = 0
+    cdef int sync[MAXL * 32]          # per layer: "sorted" flag at [32 l], next row at [32 l + 16]
+    cdef int* sy = &sync[0]
+    for l in range(L):
+        sy[32 * l] = 0 if bj[l].active else 1
+        sy[32 * l + 16] = 0
     with parallel(num_threads=nt):
         tid = threadid()
-        for t in prange(n_rows, schedule="dynamic", chunksize=16):
-            update_row(net, wk, u, t, tid)
-    if bj.active:
-        for t in range(n_rows):
-            bj.cnt[bj.touched[t]] = 0
+        for l in prange(L, schedule="static", chunksize=1):
+            if bj[l].active:
+                bj[l].n_rows = bucket_rows(wk.b, bj[l].ids, bj[l].off, bj[l].cnt_s, bj[l].cnt,
+                                           bj[l].rstart, bj[l].touched, bj[l].ent_s, bj[l].ent_pos,
+                                           bj[l].n_total)
+                us[l].n_rows = bj[l].n_rows
+            if l == 0:
+                bias0_step(wk, &us[0], z)
+            sb_flag_set(&sy[32 * l])
+        for lu in range(L):
+            sb_flag_wait(&sy[32 * lu])
+            update_rows(net, wk, &us[lu], &sy[32 * lu + 16], tid)
 
 
 cdef inline void blocks_pass(Net* net, Work* wk, int n, int k, int nt, int* cnt, float* buf) noexcept nogil:
@@ -72,27 +128,3 @@ cdef inline void blocks_pass(Net* net, Work* wk, int n, int k, int nt, int* cnt,
             if nb > PB:
                 nb = PB
             topk_block(net, wk.H, s0, nb, k, wk.topv, wk.topi, &cnt[tid * PBS], &buf[tid * PBS])
-
-
-cdef inline void bias0_pass(Work* wk, Upd* u, float* bb, int b, int h, int nt, const long* offs, const int* ns,
-                            int* cnt, int* rs, int* tch, int* es, int* ep) noexcept nogil:
-    """Biases of layer 0 (indexed by neuron, while its weight rows are indexed by feature): a full layer
-    in parallel over its h neurons; a sampled one over the neurons its samples touched (bucketed by
-    bucket_rows from the per-sample offsets / counts offs, ns into cnt, rs, tch, es, ep), serially.
-    Each gradient sums the samples in ascending order."""
-    cdef int j, s, e, t, n_rows
-    cdef float g
-    if wk.full[0]:
-        for j in prange(h, num_threads=nt, schedule="static"):
-            g = 0.0
-            for s in range(b):
-                g = g + wk.dlt[0][<long>s * wk.stride[0] + j]
-            bias_step(u, bb, j, g)
-        return
-    n_rows = bucket_rows(b, wk.ids[0], offs, ns, cnt, rs, tch, es, ep, h)
-    for t in range(n_rows):
-        j = tch[t]
-        g = 0.0
-        for e in range(rs[j], cnt[j]):
-            g = g + wk.dlt[0][ep[e]]
-        bias_step(u, bb, j, g)
