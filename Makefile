@@ -9,12 +9,13 @@ SEEDS  ?=
 EXTRAS ?= test,tf,bench,reference
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv build test test-fast reproduce tune roofline figures report asv clean-results clean help
+.PHONY: venv build test test-fast reproduce tune long roofline figures report asv clean-results clean help
 
 help:
 	@echo "make reproduce [SCALE=small|medium|paper] [DATA_DIR=...]  build, generate data, run every experiment, figures, report"
 	@echo "                                          (no SCALE: each file's own [data] scale: fig5/fig7 medium, the rest small)"
 	@echo "make tune                                          rerun the tuning experiment (experiments/tune.toml) and print the chosen values"
+	@echo "make long                                          budget check: amazon headline systems for 120 s, one seed (~12 min)"
 	@echo "make roofline                                      TF full softmax's output-layer FLOP rate vs numpy SGEMM (benchmarks/tf_shape.py)"
 	@echo "make test                                          build and run the test suite"
 	@echo "make figures                                       redraw figures and report from existing logs (no training)"
@@ -49,6 +50,12 @@ reproduce: build
 tune: build
 	$(VPY) -m slidebench run experiments/tune.toml --resume
 	$(VPY) benchmarks/tune_pick.py --experiment tune
+
+# Budget check: the amazon headline systems at their tuned lrs for 120 s, one seed (~12 min on 2 cores);
+# not part of reproduce. Its summary and figure go to results/ like the others'.
+long: build
+	$(VPY) -m slidebench run experiments/long.toml --resume
+	$(VPY) -m slidebench summarize long && $(VPY) -m slidebench plot long && $(VPY) -m slidebench report
 
 # Dense baseline against its roofline: writes results/summary/roofline.csv.
 roofline: build

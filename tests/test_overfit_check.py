@@ -183,6 +183,27 @@ def test_a_decline_without_evidence_or_with_falling_training_p1_is_not_reached()
                             1e-2) is None
 
 
+def test_a_fall_from_an_early_peak_counts_as_a_decline_whatever_the_last_quarter():
+    """experiments/long.toml's shape: a peak at a third of the budget, a 40% fall, then a slow climb back
+    in the last quarter (+17% there). The last-quarter rule alone says "still rising"; the peak rule says
+    declined, and rising training P@1 at the same lr makes it overfitting. A curve ending 10% under an
+    early peak (evaluation noise) or 30% under a late one keeps the last-quarter reading."""
+    t = np.linspace(0, 120, 121)
+    back = np.where(t <= 40, 0.005 * t, np.where(t <= 90, 0.2 - 0.0024 * (t - 40), 0.08 + 0.00067 * (t - 90)))
+    cur = pd.DataFrame(_rows("SLIDE", "slide", "default", 0, t, back, 3e-3, train=0.005 * t, run="long/S"))
+    row = plateau_table(cur).set_index("dataset").loc["amazon-medium"]
+    assert row["rise_median"] > 0.05                       # what the last-quarter rule alone would read
+    assert row["state"] == "declined" and not bool(row["reached_best"])
+    row = plateau_table(cur, cur).set_index("dataset").loc["amazon-medium"]
+    assert row["state"] == "overfit" and bool(row["reached_best"])
+    noisy = np.where(t <= 40, 0.005 * t, 0.18 + 0.0001 * (t - 40))     # 0.2 at 40 s, ends 0.188: 6% under
+    assert plateau_table(pd.DataFrame(_rows("SLIDE", "slide", "default", 0, t, noisy, 3e-3))) \
+        .set_index("dataset").loc["amazon-medium", "state"] == "plateaued"
+    late = np.where(t <= 100, 0.002 * t, 0.2 - 0.003 * (t - 100))     # peak at 100 s (last quarter), -30%
+    assert plateau_table(pd.DataFrame(_rows("SLIDE", "slide", "default", 0, t, late, 3e-3))) \
+        .set_index("dataset").loc["amazon-medium", "state"] == "declined"   # by the last-quarter rule, as before
+
+
 def test_report_reads_the_overfit_summary_as_evidence(tmp_path):
     """The real path: summaries on disk, render_report picks up results/summary/overfit_curves.csv."""
     from slidebench.reporting.report import render_report
@@ -205,6 +226,39 @@ def test_report_reads_the_overfit_summary_as_evidence(tmp_path):
                                                                                    index=False)
     after = render_report(tmp_path, ["fig5"])
     assert "yes: it peaked inside the budget, then overfit" in after
+
+
+def test_long_experiment_is_its_own_overfit_evidence(tmp_path):
+    """The budget check (experiments/long.toml) scores training points itself: its report section carries
+    the plateau check, judged on its own runs, and its figure is drawn; an experiment that is not in the
+    plateau list gets no check."""
+    from slidebench.reporting.plots import make_figures
+    from slidebench.reporting.report import render_report
+    sdir = tmp_path / "summary"
+    sdir.mkdir()
+    rows = (_rows("SLIDE", "slide", "default", 0, T, PEAKED, 3e-3, train=0.012 * T, run="long/SLIDE/s0")
+            + _rows("TF-CPU", "tf_full_softmax", "tuned", 0, T, 0.001 * T, 2e-2, train=0.001 * T,
+                    run="long/TF-CPU/s0"))
+    cur = pd.DataFrame(rows).assign(experiment="long", n_threads=2, batch_size=128, protocol="fair",
+                                    device="cpu", step=lambda d: (d["train_time_s"] * 10).astype(int),
+                                    epoch=lambda d: d["train_time_s"] / 20)
+    runs = cur.groupby("run_id").agg(label=("label", "first"), system=("system", "first"),
+                                     config=("config", "first"), seed=("seed", "first"),
+                                     dataset=("dataset", "first"), params=("params", "first"),
+                                     best_p_at_1=("p_at_1", "max")).reset_index()
+    runs = runs.assign(experiment="long", n_threads=2, batch_size=128, protocol="fair", device="cpu",
+                       complete=True, final_p_at_1=0.1, train_time_s=40.0, samples_seen=1000)
+    cur.to_csv(sdir / "long_curves.csv", index=False)
+    runs.to_csv(sdir / "long_runs.csv", index=False)
+    text = render_report(tmp_path, ["long"])
+    assert "Budget check" in text and "Plateau check" in text
+    assert "yes: it peaked inside the budget, then overfit" in text
+    assert "in this experiment's own runs (SLIDE's system" in text
+    paths = make_figures(tmp_path, ["long"], progress=False)
+    assert any(p.name == "long.png" for p in paths)
+    (sdir / "long_curves.csv").rename(sdir / "other_curves.csv")
+    (sdir / "long_runs.csv").rename(sdir / "other_runs.csv")
+    assert "Plateau check" not in render_report(tmp_path, ["other"])
 
 
 def test_summarize_carries_training_p1_and_the_figure_draws_it(tmp_path):

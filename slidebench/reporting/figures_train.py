@@ -328,9 +328,10 @@ def fig_speedup(s: Summary, out_dir: Path) -> list[Path]:
 
 
 def fig_overfit(s: Summary, out_dir: Path) -> list[Path]:
-    """Overfit check: per learning rate, P@1 on the evaluation subset (solid) and on the fixed training
-    points (dashed) against train time and against epochs (epoch ends dotted); a circle marks each test
-    peak. One colour per learning rate; one seed, so no bands."""
+    """Overfit check (and the budget check, `long`): per run, P@1 on the evaluation subset (solid) and on
+    the fixed training points (dashed) against train time and against epochs (epoch ends dotted); a
+    marker at each test peak. One colour per learning rate when one system runs at several; one colour
+    and marker per system (the suite's styles) when each system runs at one lr. One seed: no bands."""
     if s.curves is None or len(s.curves) == 0 or "train_p_at_1" not in s.curves.columns:
         return []
     import matplotlib.pyplot as plt
@@ -339,6 +340,7 @@ def fig_overfit(s: Summary, out_dir: Path) -> list[Path]:
     datasets = _uniq(df, "dataset") or [None]
     lrs = sorted(df["lr"].dropna().unique(), reverse=True)
     colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.8, max(1, len(lrs))))
+    by_system = df["label"].nunique() > 1 and int(df.groupby("label")["lr"].nunique().max()) == 1
     fig, axes = _new_fig(len(datasets), 2, w=4.6)
     for i, ds in enumerate(datasets):
         sub = df if ds is None else df[df["dataset"] == ds]
@@ -347,12 +349,14 @@ def fig_overfit(s: Summary, out_dir: Path) -> list[Path]:
             for lr, col in zip(lrs, colors):
                 for _, c in sub[sub["lr"] == lr].groupby("run_id"):
                     c = c.sort_values(x)
+                    st = style_for(c.iloc[0].to_dict())
+                    cc, mk = (st.color, st.marker) if by_system else (col, "o")
                     lab = f"{c['label'].iloc[0]}, lr {lr:g}"
-                    ax.plot(c[x], c["p_at_1"], color=col, lw=1.6, label=f"{lab}: test (eval subset)")
-                    ax.plot(c[x], c["train_p_at_1"], color=col, lw=1.2, ls="--",
+                    ax.plot(c[x], c["p_at_1"], color=cc, lw=1.6, label=f"{lab}: test (eval subset)")
+                    ax.plot(c[x], c["train_p_at_1"], color=cc, lw=1.2, ls="--",
                             label=f"{lab}: training points")
                     k = int(np.argmax(c["p_at_1"].to_numpy(float)))
-                    ax.plot(c[x].iloc[k], c["p_at_1"].iloc[k], "o", color=col, ms=5)
+                    ax.plot(c[x].iloc[k], c["p_at_1"].iloc[k], mk, color=cc, ms=5)
             if x == "epoch":
                 for e in range(1, int(np.floor(float(sub["epoch"].max()))) + 1):
                     ax.axvline(e, color="#999999", lw=0.7, ls=":")

@@ -54,6 +54,7 @@ FIGURES: dict[str, Callable[[Summary, Path], list[Path]]] = {
     "ablation": fig_ablation,
     "protocol": fig_protocol,
     "overfit": fig_overfit,
+    "long": fig_overfit,          # test and training-point P@1 per system (one lr each)
 }
 
 

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .catalogue import DESCRIPTIONS, PAPER_CLAIMS, SPEEDUP_EXPERIMENTS, TAB3_PAPER, TITLES
+from .catalogue import DESCRIPTIONS, PAPER_CLAIMS, PLATEAU_EXPERIMENTS, SPEEDUP_EXPERIMENTS, TAB3_PAPER, TITLES
 from .formatting import _val, footer_text, hard_threshold_prob
 from .plateau import plateau_md
 from .sections import reference_md, roofline_md, speedup_levels_md, verdict_md
@@ -212,8 +212,11 @@ def _section(results_dir: Path, s: Summary, evidence: pd.DataFrame | None = None
                                                             ("p1_diff", "P@1 SLIDE - baseline")]), ""]
     if s.name in SPEEDUP_EXPERIMENTS and s.speedup is not None and len(s.speedup):
         lines += [speedup_levels_md(s.speedup), ""]
-    if s.name in SPEEDUP_EXPERIMENTS:
-        pl = plateau_md(s.curves, evidence)       # evidence: the overfit experiment's curves, if it ran
+    if s.name in PLATEAU_EXPERIMENTS:
+        # evidence: the experiment's own training-point P@1 when it scored them, else the overfit experiment's
+        own = s.curves is not None and "train_p_at_1" in s.curves.columns
+        pl = (plateau_md(s.curves, s.curves, evidence_from="this experiment's own runs") if own
+              else plateau_md(s.curves, evidence))
         if pl:
             lines += [pl, ""]
     if s.name in PAPER_CLAIMS:
