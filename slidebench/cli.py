@@ -284,7 +284,8 @@ def cmd_env(a) -> int:
 # Experiment files that `reproduce` runs only when named with --only, and why.
 NOT_IN_REPRODUCE = {
     "smoke": "a one-minute end-to-end check (make smoke), not a figure",
-    "long": "the budget check at 3x the headline's budget (~12 min on 2 cores; `make long`)",
+    "long": "the budget check at 3x the headline's budget, amazon (~12 min on 2 cores; `make long`)",
+    "long_delicious": "the budget check at 3x the headline's budget, delicious (~8 min on 2 cores; `make long`)",
     "tune": "the tuning behind fig5/fig7's learning rates (~100 min on 2 cores; `make tune` reruns it, "
             "its chosen values are already in fig5.toml and fig7.toml)",
 }
