@@ -252,8 +252,8 @@ cdef class Core:
         cdef int t, n_rows, n_out
         cdef list keep = []
         cdef unsigned char[::1] u8a, u8b
-        cdef float[::1] f1, f2
-        cdef int[::1] i1, i2, i3, i4, i5, i6
+        cdef float[::1] f1, f2, f3
+        cdef int[::1] i1, i2, i3, i4, i5
         cdef float[::1] lossv
         cdef int[::1] ncand
         cdef long[::1] offs
@@ -346,18 +346,19 @@ cdef class Core:
                     bj[l].ids = wk.ids[l]
                     bj[l].n_total = n_out
                 keep.append(i4)
-                es = np.empty(max(n_ent, 1), np.int32); ep = np.empty(max(n_ent, 1), np.int32)
-                keep.append(es); keep.append(ep)
-                i5 = es; i6 = ep
+                es = np.empty(max(n_ent, 1), np.int32); ev = np.empty(max(n_ent, 1), np.float32)
+                keep.append(es); keep.append(ev)
+                i5 = es; f3 = ev
                 bj[l].active = 1
                 bj[l].off = &offs[0]; bj[l].cnt_s = &i4[0]; bj[l].cnt = &i1[0]; bj[l].rstart = &i2[0]
-                bj[l].touched = &i3[0]; bj[l].ent_s = &i5[0]; bj[l].ent_pos = &i6[0]
+                bj[l].touched = &i3[0]; bj[l].ent_s = &i5[0]; bj[l].ent_val = &f3[0]
+                bj[l].src = wk.xval if l == 0 else wk.dlt[l]
                 us[l].touched = &i3[0]; us[l].rstart = &i2[0]; us[l].rend = &i1[0]
-                us[l].ent_s = &i5[0]; us[l].ent_pos = &i6[0]
+                us[l].ent_s = &i5[0]; us[l].ent_val = &f3[0]
             else:                     # a full layer l >= 1: every row, every sample
                 us[l].dense_rows = 1
                 us[l].n_rows = n_out
-                us[l].ent_s = NULL; us[l].ent_pos = NULL
+                us[l].ent_s = NULL; us[l].ent_val = NULL
         self._bias0_job(&wk, &z, b, keep)
         with nogil:
             update_phase(net, &wk, us, bj, &z, L, nt)
@@ -395,7 +396,8 @@ cdef class Core:
         """Layer 0's biases for update_phase: a full layer needs nothing more; a sampled one gets the
         buffers of its counting sort (kept alive in `keep`)."""
         cdef int h = self.net.sizes[1]
-        cdef int[::1] cnt, rs, tch, ns, es, ep
+        cdef int[::1] cnt, rs, tch, ns, es
+        cdef float[::1] ev
         cdef long[::1] offs
         cdef float[::1] bb = self.b[0]
         memset(z, 0, sizeof(Bias0Job))
@@ -407,10 +409,10 @@ cdef class Core:
         ns = np.asarray(<int[:b]> wk.nact[0]).copy()
         offs = np.arange(b, dtype=np.int64) * wk.stride[0]
         n_ent = max(int(np.asarray(ns).sum()), 1)
-        es = np.empty(n_ent, np.int32); ep = np.empty(n_ent, np.int32)
-        keep.extend([cnt, rs, tch, ns, offs, es, ep])
+        es = np.empty(n_ent, np.int32); ev = np.empty(n_ent, np.float32)
+        keep.extend([cnt, rs, tch, ns, offs, es, ev])
         z.offs = &offs[0]; z.ns = &ns[0]; z.cnt = &cnt[0]; z.rs = &rs[0]; z.tch = &tch[0]
-        z.es = &es[0]; z.ep = &ep[0]
+        z.es = &es[0]; z.ev = &ev[0]
 
     # ------------------------------------------------------------------------------- queries
     def hidden(self, int[::1] xptr, int[::1] xind, float[::1] xval, int n, int n_threads=0):

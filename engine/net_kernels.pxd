@@ -164,7 +164,7 @@ cdef struct Upd:
     const int* rstart
     int* rend                  # the counting sort's counters: update_row reads its row's and zeroes it
     const int* ent_s
-    const int* ent_pos
+    const float* ent_val       # each entry's value: the sample's delta of the row's neuron (x value for layer 0)
     int row_len
     int opt
     float lr_t
@@ -239,12 +239,12 @@ cdef inline void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept
         u.rend[j] = 0                                  # the counter, ready for the next step's sort
         if wk.full[0] and e1 - e0 == 1:
             s = u.ent_s[e0]
-            row_step_scaled(u, j, wk.xval[u.ent_pos[e0]], wk.dlt[0] + <long>s * wk.stride[0])
+            row_step_scaled(u, j, u.ent_val[e0], wk.dlt[0] + <long>s * wk.stride[0])
             return
         memset(g, 0, rl * sizeof(float))
         for e in range(e0, e1):
             s = u.ent_s[e]
-            dv = wk.xval[u.ent_pos[e]]
+            dv = u.ent_val[e]
             if wk.full[0]:
                 sb_axpy(dv, wk.dlt[0] + <long>s * wk.stride[0], g, rl)
             else:
@@ -263,7 +263,7 @@ cdef inline void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept
         u.rend[j] = 0
         if wk.full[l - 1] and e1 - e0 == 1:
             s = u.ent_s[e0]
-            dv = wk.dlt[l][u.ent_pos[e0]]
+            dv = u.ent_val[e0]
             row_step_scaled(u, j, dv, wk.act[l - 1] + <long>s * wk.stride[l - 1])
             bias_step(u, net.b[l], j, dv)
             return
@@ -274,7 +274,7 @@ cdef inline void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept
             dv = wk.dlt[l][<long>s * wk.stride[l] + j]
         else:
             s = u.ent_s[e]
-            dv = wk.dlt[l][u.ent_pos[e]]
+            dv = u.ent_val[e]
         gb = gb + dv
         a = wk.act[l - 1] + <long>s * wk.stride[l - 1]
         if wk.full[l - 1]:
@@ -296,16 +296,19 @@ cdef struct BucketJob:
     int* rstart
     int* touched
     int* ent_s
-    int* ent_pos
+    const float* src           # the value of entry (s, p) is src[off[s] + p]
+    float* ent_val
     int n_total
     int n_rows
 
 
 cdef inline int bucket_rows(int b, const int* ids, const long* off, const int* cnt_s, int* cnt, int* rstart,
-                     int* touched, int* ent_s, int* ent_pos, int n_total) noexcept nogil:
+                     int* touched, int* ent_s, const float* src, float* ent_val, int n_total) noexcept nogil:
     """Counting sort of (sample, position) entries by row id; returns the number of touched rows,
     listed in ascending row order in `touched` (memory order: the update pass streams through the
-    weight arrays). Row j's entries are ent_*[rstart[j]:cnt[j]] in ascending sample order."""
+    weight arrays). Row j's entries are ent_*[rstart[j]:cnt[j]] in ascending sample order: the sample
+    (ent_s) and the entry's value src[off[s] + p] (ent_val), copied here so that the update pass reads
+    the values in order instead of gathering them (about 128,000 scattered loads a step at 1,000 active)."""
     cdef int s, p, j, nt = 0, acc = 0, t
     for s in range(b):
         for p in range(cnt_s[s]):
@@ -322,7 +325,7 @@ cdef inline int bucket_rows(int b, const int* ids, const long* off, const int* c
         for p in range(cnt_s[s]):
             j = ids[off[s] + p]
             ent_s[cnt[j]] = s
-            ent_pos[cnt[j]] = <int>(off[s] + p)
+            ent_val[cnt[j]] = src[off[s] + p]
             cnt[j] += 1
     return nt
 

@@ -39,7 +39,7 @@ cdef inline int samples_pass(Net* net, Work* wk, int n, int nt, int chunk) noexc
 
 cdef struct Bias0Job:
     # layer 0's biases (indexed by neuron, while its weight rows are indexed by feature); a sampled
-    # layer 0 buckets its samples' active neurons into cnt / rs / tch / es / ep (cnt zero on entry)
+    # layer 0 buckets its samples' active neurons into cnt / rs / tch / es / ev (cnt zero on entry)
     float* bb
     int h
     const long* offs
@@ -48,7 +48,7 @@ cdef struct Bias0Job:
     int* rs
     int* tch
     int* es
-    int* ep
+    float* ev
 
 
 cdef inline void bias0_step(Work* wk, Upd* u, Bias0Job* z) noexcept nogil:
@@ -63,12 +63,12 @@ cdef inline void bias0_step(Work* wk, Upd* u, Bias0Job* z) noexcept nogil:
                 g = g + wk.dlt[0][<long>s * wk.stride[0] + j]
             bias_step(u, z.bb, j, g)
         return
-    n_rows = bucket_rows(b, wk.ids[0], z.offs, z.ns, z.cnt, z.rs, z.tch, z.es, z.ep, z.h)
+    n_rows = bucket_rows(b, wk.ids[0], z.offs, z.ns, z.cnt, z.rs, z.tch, z.es, wk.dlt[0], z.ev, z.h)
     for t in range(n_rows):
         j = z.tch[t]
         g = 0.0
         for e in range(z.rs[j], z.cnt[j]):
-            g = g + wk.dlt[0][z.ep[e]]
+            g = g + z.ev[e]
         bias_step(u, z.bb, j, g)
 
 
@@ -105,7 +105,7 @@ cdef inline void update_phase(Net* net, Work* wk, Upd* us, BucketJob* bj, Bias0J
         for l in prange(L, schedule="static", chunksize=1):
             if bj[l].active:
                 bj[l].n_rows = bucket_rows(wk.b, bj[l].ids, bj[l].off, bj[l].cnt_s, bj[l].cnt,
-                                           bj[l].rstart, bj[l].touched, bj[l].ent_s, bj[l].ent_pos,
+                                           bj[l].rstart, bj[l].touched, bj[l].ent_s, bj[l].src, bj[l].ent_val,
                                            bj[l].n_total)
                 us[l].n_rows = bj[l].n_rows
             if l == 0:
