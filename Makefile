@@ -52,8 +52,7 @@ tune: build
 	$(VPY) benchmarks/tune_pick.py --experiment tune
 
 # Budget check: the headline systems at their tuned lrs for 120 s, one seed, amazon and delicious
-# (~20 min on 2 cores);
-# not part of reproduce. Its summary and figure go to results/ like the others'.
+# (~20 min on 2 cores); not part of reproduce. Summaries and figures go to results/ like the others'.
 long: build
 	$(VPY) -m slidebench run experiments/long.toml --resume
 	$(VPY) -m slidebench run experiments/long_delicious.toml --resume

@@ -249,7 +249,7 @@ cdef class Core:
         cdef Work wk
         cdef Net* net = &self.net
         cdef int nt = max(1, min(self.n_threads, b)), tid = 0, s, l, L = net.n_layers
-        cdef int t, n_rows, n_out
+        cdef int n_out
         cdef list keep = []
         cdef unsigned char[::1] u8a, u8b
         cdef float[::1] f1, f2, f3

@@ -299,7 +299,6 @@ cdef struct BucketJob:
     const float* src           # the value of entry (s, p) is src[off[s] + p]
     float* ent_val
     int n_total
-    int n_rows
 
 
 cdef inline int bucket_rows(int b, const int* ids, const long* off, const int* cnt_s, int* cnt, int* rstart,

@@ -104,10 +104,9 @@ cdef inline void update_phase(Net* net, Work* wk, Upd* us, BucketJob* bj, Bias0J
         tid = threadid()
         for l in prange(L, schedule="static", chunksize=1):
             if bj[l].active:
-                bj[l].n_rows = bucket_rows(wk.b, bj[l].ids, bj[l].off, bj[l].cnt_s, bj[l].cnt,
+                us[l].n_rows = bucket_rows(wk.b, bj[l].ids, bj[l].off, bj[l].cnt_s, bj[l].cnt,
                                            bj[l].rstart, bj[l].touched, bj[l].ent_s, bj[l].src, bj[l].ent_val,
                                            bj[l].n_total)
-                us[l].n_rows = bj[l].n_rows
             if l == 0:
                 bias0_step(wk, &us[0], z)
             sb_flag_set(&sy[32 * l])

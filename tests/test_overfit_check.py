@@ -204,21 +204,28 @@ def test_a_fall_from_an_early_peak_counts_as_a_decline_whatever_the_last_quarter
         .set_index("dataset").loc["amazon-medium", "state"] == "declined"   # by the last-quarter rule, as before
 
 
-def test_report_reads_the_overfit_summary_as_evidence(tmp_path):
-    """The real path: summaries on disk, render_report picks up results/summary/overfit_curves.csv."""
-    from slidebench.reporting.report import render_report
-    sdir = tmp_path / "summary"
-    sdir.mkdir()
-    cur = _headline().assign(experiment="fig5", n_threads=2, batch_size=128, protocol="fair", device="cpu",
-                             step=lambda d: (d["train_time_s"] * 10).astype(int))
+def _write_summary(results, exp: str, cur: pd.DataFrame):
+    """<exp>_curves.csv and <exp>_runs.csv under results/summary, as summarize writes them, from curve rows
+    (_rows); returns the summary folder."""
+    sdir = results / "summary"
+    sdir.mkdir(exist_ok=True)
+    cur = cur.assign(experiment=exp, n_threads=2, batch_size=128, protocol="fair", device="cpu",
+                     step=lambda d: (d["train_time_s"] * 10).astype(int))
     runs = cur.groupby("run_id").agg(label=("label", "first"), system=("system", "first"),
                                      config=("config", "first"), seed=("seed", "first"),
                                      dataset=("dataset", "first"), params=("params", "first"),
                                      best_p_at_1=("p_at_1", "max")).reset_index()
-    runs = runs.assign(experiment="fig5", n_threads=2, batch_size=128, protocol="fair", device="cpu",
+    runs = runs.assign(experiment=exp, n_threads=2, batch_size=128, protocol="fair", device="cpu",
                        complete=True, final_p_at_1=0.1, train_time_s=40.0, samples_seen=1000)
-    cur.to_csv(sdir / "fig5_curves.csv", index=False)
-    runs.to_csv(sdir / "fig5_runs.csv", index=False)
+    cur.to_csv(sdir / f"{exp}_curves.csv", index=False)
+    runs.to_csv(sdir / f"{exp}_runs.csv", index=False)
+    return sdir
+
+
+def test_report_reads_the_overfit_summary_as_evidence(tmp_path):
+    """The real path: summaries on disk, render_report picks up results/summary/overfit_curves.csv."""
+    from slidebench.reporting.report import render_report
+    sdir = _write_summary(tmp_path, "fig5", _headline())
     before = render_report(tmp_path, ["fig5"])
     assert "**no**: it peaked earlier and declined" in before
     ev = pd.DataFrame(_rows("SLIDE", "slide", "default", 0, T, PEAKED, 1e-2, train=0.012 * T, run="overfit/SLIDE/s0"))
@@ -234,22 +241,10 @@ def test_long_experiment_is_its_own_overfit_evidence(tmp_path):
     plateau list gets no check."""
     from slidebench.reporting.plots import make_figures
     from slidebench.reporting.report import render_report
-    sdir = tmp_path / "summary"
-    sdir.mkdir()
     rows = (_rows("SLIDE", "slide", "default", 0, T, PEAKED, 3e-3, train=0.012 * T, run="long/SLIDE/s0")
             + _rows("TF-CPU", "tf_full_softmax", "tuned", 0, T, 0.001 * T, 2e-2, train=0.001 * T,
                     run="long/TF-CPU/s0"))
-    cur = pd.DataFrame(rows).assign(experiment="long", n_threads=2, batch_size=128, protocol="fair",
-                                    device="cpu", step=lambda d: (d["train_time_s"] * 10).astype(int),
-                                    epoch=lambda d: d["train_time_s"] / 20)
-    runs = cur.groupby("run_id").agg(label=("label", "first"), system=("system", "first"),
-                                     config=("config", "first"), seed=("seed", "first"),
-                                     dataset=("dataset", "first"), params=("params", "first"),
-                                     best_p_at_1=("p_at_1", "max")).reset_index()
-    runs = runs.assign(experiment="long", n_threads=2, batch_size=128, protocol="fair", device="cpu",
-                       complete=True, final_p_at_1=0.1, train_time_s=40.0, samples_seen=1000)
-    cur.to_csv(sdir / "long_curves.csv", index=False)
-    runs.to_csv(sdir / "long_runs.csv", index=False)
+    sdir = _write_summary(tmp_path, "long", pd.DataFrame(rows).assign(epoch=lambda d: d["train_time_s"] / 20))
     text = render_report(tmp_path, ["long"])
     assert "Budget check" in text and "Plateau check" in text
     assert "yes: it peaked inside the budget, then overfit" in text

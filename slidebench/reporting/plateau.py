@@ -131,14 +131,14 @@ def plateau_table(curves: pd.DataFrame | None, evidence: pd.DataFrame | None = N
             continue
         best = pr.groupby("label")["peak"].median().sort_values(ascending=False)
         label = best.index[0]
-        mine = pr[pr["label"] == label]["rise"].dropna()
+        fastest = pr[pr["label"] == label]
+        mine = fastest["rise"].dropna()
         med = float(mine.median()) if len(mine) else float("nan")
         flat = bool(np.isfinite(med) and abs(med) < PLATEAU_RISE)
         state = ("plateaued" if flat else "still rising" if np.isfinite(med) and med >= PLATEAU_RISE
                  else "declined" if np.isfinite(med) else "unknown")
-        lr_runs = pr[pr["label"] == label]
-        fall = float(lr_runs["fall"].median()) if lr_runs["fall"].notna().any() else float("nan")
-        if np.isfinite(fall) and fall > PEAK_FALL and bool(lr_runs["early"].mean() > 0.5):
+        fall = float(fastest["fall"].median()) if fastest["fall"].notna().any() else float("nan")
+        if np.isfinite(fall) and fall > PEAK_FALL and bool(fastest["early"].mean() > 0.5):
             state = "declined"                   # fell from an earlier peak (module docstring)
             flat = False
         ev = None
@@ -148,7 +148,7 @@ def plateau_table(curves: pd.DataFrame | None, evidence: pd.DataFrame | None = N
             ev = overfit_evidence(evidence, ds, str(first.get("system")), str(first.get("config")), _lr(fc))
             if ev is not None and ev["overfit"]:
                 state = "overfit"
-        rows.append({"dataset": ds, "label": label, "p_end": float(pr[pr["label"] == label]["end"].median()),
+        rows.append({"dataset": ds, "label": label, "p_end": float(fastest["end"].median()),
                      "p_peak": float(best.iloc[0]), "rise_median": med,
                      "rise_min": float(mine.min()) if len(mine) else float("nan"),
                      "rise_max": float(mine.max()) if len(mine) else float("nan"),
