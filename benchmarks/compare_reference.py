@@ -4,6 +4,13 @@ For every claim of the verdict table (``slidebench/reporting/verdict.py``), both
 first speedup each measured (median [min, max] over seeds, as printed in REPORT.md); a claim
 *agrees* when the outcomes are the same, and its ratio *stays within spread* when the rerun's median
 lies inside the reference's [min, max] (a claim without a ratio is judged on its outcome only).
+
+A speedup is a ratio at an accuracy level (a fraction of the best P@1 in the run), and the verdict picks
+the highest level the baseline reached in every seed, which can move between runs (delicious: 70% of
+the best in one run, 60% in its rerun). Ratios at different levels measure different things, so the
+rerun's ratio is compared at the reference's level, read from the rerun's speedup table; the rerun's
+own headline ratio (at its own level) is printed beside it. Where the rerun has no row at that level,
+its own headline ratio is compared, and the line says so.
 Exit status 1 when any outcome differs or a ratio leaves its spread, so it can gate a commit.
 With ``--also RUN ...`` (earlier reruns' results folders) the spread is the union of the reference's
 and theirs: the range over all their seeds, which is what README.md states for a ratio once a
@@ -18,7 +25,11 @@ import argparse
 import re
 import sys
 
+import numpy as np
+
 RATIO = re.compile(r"([<>]?)\s*(\d+(?:\.\d+)?)x(?:\s*\[(\d+(?:\.\d+)?),\s*(\d+(?:\.\d+)?)\])?")
+# the level a verdict's first ratio is at: "... to P@1 0.199 (85% of the best" or "... at 90% .."
+LEVEL = re.compile(r"^(?P<ds>[\w.-]+): [^;]*?(?:\((?P<a>\d+)% of the best|x(?: \[[^]]*\])? at (?P<b>\d+)%)")
 
 
 def first_ratio(text: str) -> tuple[str, float, float, float] | None:
@@ -32,7 +43,16 @@ def first_ratio(text: str) -> tuple[str, float, float, float] | None:
     return m.group(1), med, lo, hi
 
 
+def first_level(text: str) -> tuple[str, float] | None:
+    """(data set, level fraction) of the first ratio in a verdict's measured text, if it names one."""
+    m = LEVEL.search(text or "")
+    if not m:
+        return None
+    return m.group("ds"), int(m.group("a") or m.group("b")) / 100
+
+
 def table(results_dir: str, only: list[str] | None):
+    """The verdict table of a results folder (indexed by claim) and its summaries."""
     from slidebench.reporting.catalogue import CLAIMS
     from slidebench.reporting.summaries import available_experiments, load_summary
     from slidebench.reporting.verdict import verdict_table
@@ -41,7 +61,30 @@ def table(results_dir: str, only: list[str] | None):
     t = verdict_table(sums, CLAIMS)
     if only:
         t = t[t["experiment"].isin(only)]
-    return t.set_index("claim")
+    return t.set_index("claim"), sums
+
+
+def ratio_at_level(sums, claim_id: str, dataset: str, frac: float) -> tuple[str, float, float, float] | None:
+    """The claim's speedup (bound, median, min, max) at accuracy level ``frac`` on ``dataset`` in a run's
+    speedup table, selected as the verdict selects it; None where the run has no such row."""
+    from slidebench.reporting.catalogue import CLAIMS
+    from slidebench.reporting.speedup import bound_str
+    from slidebench.reporting.verdict import _select
+    claim = next((c for c in CLAIMS if c.id == claim_id), None)
+    s = sums.get(claim.experiment) if claim else None
+    if claim is None or claim.baseline is None or s is None or s.speedup is None:
+        return None
+    rows = _select(s.speedup, claim.baseline, dataset)
+    rows = rows[(rows["dataset"].astype(str) == dataset) & ((rows["level_frac"] - frac).abs() < 1e-6)]
+    if len(rows) != 1 or not np.isfinite(float(rows.iloc[0]["speedup_median"])):
+        return None
+    r = rows.iloc[0]
+    return (bound_str(r["bound"]), float(r["speedup_median"]), float(r["speedup_min"]),
+            float(r["speedup_max"]))
+
+
+def _fmt(r) -> str:
+    return f"{r[0]}{r[1]:.2f}x [{r[2]:.2f}, {r[3]:.2f}]"
 
 
 def main(argv=None) -> int:
@@ -52,33 +95,47 @@ def main(argv=None) -> int:
     ap.add_argument("--also", nargs="+", default=[], metavar="RUN",
                     help="earlier runs' results folders: the spread becomes the union of theirs and the reference's")
     a = ap.parse_args(argv)
-    ref, new = table(a.reference, a.only), table(a.rerun, a.only)
+    (ref, ref_sums), (new, new_sums) = table(a.reference, a.only), table(a.rerun, a.only)
     pooled = [table(d, a.only) for d in a.also]
     if pooled:
         print(f"spread: the union over the reference and {len(pooled)} earlier run(s)")
     bad = 0
-    print(f"{'claim':16s} {'reference':>28s} {'rerun':>22s}  moved   outcome")
+    print(f"{'claim':16s} {'reference (level)':>34s} {'rerun at that level':>26s}  moved   outcome")
     for cid in ref.index:
         if cid not in new.index:
             continue
         r, n = ref.loc[cid], new.loc[cid]
         same = r["verdict"] == n["verdict"]
         rr, nn = first_ratio(r["measured"]), first_ratio(n["measured"])
-        if rr and pooled:                                 # widen to the union of the earlier runs' spreads
-            more = [first_ratio(p.loc[cid, "measured"]) for p in pooled if cid in p.index]
+        lvl, extra = first_level(r["measured"]) if rr else None, ""
+        if lvl:                        # the reference's own table, unrounded, at its level
+            rr = ratio_at_level(ref_sums, cid, *lvl) or rr
+        if rr and pooled:              # widen to the union of the earlier runs' spreads at that level
+            more = [(ratio_at_level(ps, cid, *lvl) if lvl else None) or first_ratio(pt.loc[cid, "measured"])
+                    for pt, ps in pooled if cid in pt.index]
             more = [m for m in more if m]
             rr = (rr[0], rr[1], min([rr[2]] + [m[2] for m in more]), max([rr[3]] + [m[3] for m in more]))
         if rr and nn:
-            inside = rr[2] <= nn[1] <= rr[3]
-            moved = f"{nn[1] / rr[1]:5.2f}x" if rr[1] else "  -  "
-            rtxt = f"{rr[0]}{rr[1]:.2f}x [{rr[2]:.2f}, {rr[3]:.2f}]"
-            ntxt = f"{nn[0]}{nn[1]:.2f}x [{nn[2]:.2f}, {nn[3]:.2f}]"
+            at = ratio_at_level(new_sums, cid, *lvl) if lvl else None
+            if lvl and at is None:
+                extra = f"    (the rerun has no ratio at {lvl[1]:.0%} on {lvl[0]}: its own headline ratio compared)"
+            elif at is not None and first_level(n["measured"]) != lvl:
+                nl = first_level(n["measured"])
+                extra = (f"    (the rerun's own headline ratio: {_fmt(nn)}"
+                         + (f" at {nl[1]:.0%} of the best on {nl[0]})" if nl else ")"))
+            cmp = at or nn
+            inside = rr[2] <= cmp[1] <= rr[3]
+            moved = f"{cmp[1] / rr[1]:5.2f}x" if rr[1] else "  -  "
+            rtxt = _fmt(rr) + (f" ({lvl[1]:.0%})" if lvl else "")
+            ntxt = _fmt(cmp)
         else:
             inside, moved, rtxt, ntxt = True, "  -  ", "-", "-"
         ok = same and inside
         bad += not ok
-        print(f"{cid:16s} {rtxt:>28s} {ntxt:>22s}  {moved}  "
+        print(f"{cid:16s} {rtxt:>34s} {ntxt:>26s}  {moved}  "
               f"{'agrees' if same else 'DIFFERS'}{'' if inside else ', ratio OUTSIDE the reference spread'}")
+        if extra:
+            print(extra)
         if not same:
             print(f"    reference: {r['verdict']}\n    rerun:     {n['verdict']}")
     print(f"{len(ref.index)} claims, {bad} disagreeing")

@@ -54,10 +54,45 @@ def test_compare_reference_also_widens_the_spread_to_the_earlier_runs(monkeypatc
                              "measured": [measured]}).set_index("claim")
     tables = {"ref": t("> 2.2x [2.1, 2.4]"), "old": t("> 1.9x [1.9, 2.0]"), "new": t("> 1.95x [1.9, 2.0]"),
               "flip": t("> 2.2x [2.1, 2.4]", "does not hold")}
-    monkeypatch.setattr(cr, "table", lambda d, only: tables[d])
+    monkeypatch.setattr(cr, "table", lambda d, only: (tables[d], {}))
     assert cr.main(["ref", "new"]) == 1                       # 1.95 is outside the reference's [2.1, 2.4]
     assert "OUTSIDE" in capsys.readouterr().out
     assert cr.main(["ref", "new", "--also", "old"]) == 0      # inside the union [1.9, 2.4]
     out = capsys.readouterr().out
     assert "union over the reference and 1 earlier run" in out and "[1.90, 2.40]" in out
     assert cr.main(["ref", "flip", "--also", "old"]) == 1     # a verdict that flips is never excused
+
+
+def test_compare_reference_compares_ratios_at_the_references_level(monkeypatch, capsys):
+    """The verdict quotes the ratio at the highest level the baseline reached in every seed, and that
+    level can move between runs (delicious: 70% of the best, then 60%). A rerun is compared at the
+    reference's level, read from its own speedup table, with its own headline ratio printed beside."""
+    import types
+
+    import pandas as pd
+
+    import benchmarks.compare_reference as cr
+
+    def sp(rows):
+        return pd.DataFrame([{"dataset": "delicious-medium", "slide": "SLIDE", "slide_config": "default",
+                              "baseline": "TF-CPU", "baseline_system": "tf_full_softmax", "baseline_config": "tuned",
+                              "baseline_device": "cpu", "level_frac": f, "speedup_median": m, "speedup_min": lo,
+                              "speedup_max": hi, "bound": ""} for f, m, lo, hi in rows])
+
+    def t(measured):
+        return pd.DataFrame({"claim": ["delicious-cpu"], "experiment": ["fig5"], "verdict": ["holds"],
+                             "measured": [measured]}).set_index("claim")
+    ref = (t("delicious-medium: 1.3x [1.2, 1.5] to P@1 0.144 (70% of the best; TF-CPU reached it in 3/3 "
+             "seeds, SLIDE in 3/3)"), {"fig5": types.SimpleNamespace(speedup=sp([(0.6, 1.5, 1.45, 1.7),
+                                                                                  (0.7, 1.29, 1.19, 1.49)]))})
+    new = (t("delicious-medium: 1.6x [1.6, 1.7] to P@1 0.125 (60% of the best; TF-CPU reached it in 3/3 "
+             "seeds, SLIDE in 3/3)"), {"fig5": types.SimpleNamespace(speedup=sp([(0.6, 1.6, 1.6, 1.7),
+                                                                                  (0.7, 1.40, 1.2, 1.5)]))})
+    monkeypatch.setattr(cr, "table", lambda d, only: {"ref": ref, "new": new}[d])
+    assert cr.main(["ref", "new"]) == 0            # at 70%: 1.40 inside [1.19, 1.49]
+    out = capsys.readouterr().out
+    assert "1.29x [1.19, 1.49] (70%)" in out and "1.40x [1.20, 1.50]" in out
+    assert "own headline ratio: 1.60x [1.60, 1.70] at 60%" in out
+    new[1]["fig5"].speedup.loc[1, "speedup_median"] = 1.6   # the same level, now outside the spread
+    assert cr.main(["ref", "new"]) == 1
+    assert "OUTSIDE" in capsys.readouterr().out
