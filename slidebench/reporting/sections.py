@@ -47,7 +47,8 @@ def speedup_levels_md(sp: pd.DataFrame | None) -> str:
            if method == "interpolate" else "the first evaluation at or over the level")
     head = ["data set", "SLIDE", "baseline"] + [f"{f:.0%}" for f in levels]
     lines = [f"SLIDE's speedup at every accuracy level (baseline time / SLIDE time to a fraction of the "
-             f"best P@1 any system reached; time to a level {how}; median [min, max] over seeds; "
+             f"best P@1 a system reached (its median over seeds of each run's best); time to a level {how}; "
+             "median [min, max] over seeds; "
              "`>` lower bound: the baseline did not reach the level within its budget in some seed; "
              "`<` upper bound: SLIDE did not; `neither reached`):", "",
              "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
