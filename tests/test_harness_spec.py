@@ -1,6 +1,7 @@
 """Experiment files: strict parsing (errors name the key and the file), grid expansion, config hash."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -99,6 +100,28 @@ def test_config_hash_stable_and_sensitive(tmp_path):
     c = expand(load_experiment(write(tmp_path, changed.replace("{name}", "exp3"), "exp3")))
     assert not hashes & {r.config_hash for r in c}
 
+
+def test_config_hash_follows_the_named_configs_values(tmp_path, monkeypatch):
+    """A run names its configuration ("tuned"); its hash must also follow what that name means, so a
+    changed configuration (the sampled softmax's loss in "tuned" did change) never reuses an old log."""
+    from slidebench.baselines import sampled_softmax
+    from slidebench.harness import spec
+    from slidebench.trainers.slide import CONFIGS as SC
+    a = expand(load_experiment(good(tmp_path, "exp")))
+    r0 = a[0]
+    assert r0.identity()["config_values"] == json.loads(json.dumps(SC[r0.config]))
+    before = {r.config_hash for r in a}
+    monkeypatch.setitem(SC, r0.config, {**SC[r0.config], "lr": 0.123})
+    spec._named_config_json.cache_clear()
+    try:
+        after = {r.config_hash for r in expand(load_experiment(good(tmp_path, "exp")))}
+    finally:
+        monkeypatch.undo()
+        spec._named_config_json.cache_clear()
+    assert before != after
+    assert spec.named_config_values("tf_sampled_softmax", "tuned")["multilabel"] == \
+        sampled_softmax.CONFIGS["tuned"]["multilabel"]
+    assert spec.named_config_values("no_such_system", "tuned") is None
 
 def test_pinned_hash_value():
     from slidebench.harness.spec import config_hash

@@ -5,6 +5,7 @@ naming the file and the offending key.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -87,8 +88,12 @@ class RunSpec:
         return p
 
     def identity(self) -> dict[str, Any]:
-        """Everything that defines the run except the experiment name and the display label."""
-        return {"system": self.system, "config": self.config, "params": self.params, "seed": self.seed,
+        """Everything that defines the run except the experiment name and the display label; the named
+        configuration by its values too (``config_values``), so that a changed configuration (say the
+        sampled softmax's loss in ``tuned``) gets a new hash and --resume or reuse never hands back a log
+        trained under the old one."""
+        return {"system": self.system, "config": self.config, "config_values": named_config_values(
+                    self.system, self.config), "params": self.params, "seed": self.seed,
                 "n_threads": self.n_threads, "batch_size": self.batch_size, "shuffle": self.shuffle,
                 "data": self.data, "protocol": self.protocol, "budget": self.budget, "eval": self.eval}
 
@@ -110,6 +115,21 @@ class RunSpec:
     @classmethod
     def from_json(cls, s: str) -> "RunSpec":
         return cls(**json.loads(s))
+
+
+@functools.lru_cache(maxsize=None)
+def _named_config_json(system: str, config: str) -> str:
+    from ..trainers import REGISTRY, get_trainer
+    if system not in REGISTRY:
+        return "null"
+    configs = getattr(get_trainer(system), "CONFIGS", None) or {}
+    return canonical_json(configs.get(config))
+
+
+def named_config_values(system: str, config: str) -> Any:
+    """The values of a system's named configuration (its trainer class's ``CONFIGS[config]``; importing
+    a baseline's class does not import TensorFlow); None for a system or name without one."""
+    return json.loads(_named_config_json(system, config))
 
 
 def canonical_json(obj: Any) -> str:
