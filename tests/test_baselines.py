@@ -318,7 +318,7 @@ def test_sampled_configs_paper_is_the_release_tuned_learns():
     assert {k: SC["paper"][k] for k in ("num_sampled", "multilabel", "sampler", "true_expected_count")} == \
         {"num_sampled": 0.1, "multilabel": "one_random", "sampler": "log_uniform", "true_expected_count": "sampler"}
     assert {k: SC["tuned"][k] for k in ("multilabel", "num_true", "sampler", "true_expected_count")} == \
-        {"multilabel": "padded", "num_true": "max", "sampler": "uniform", "true_expected_count": "one"}
+        {"multilabel": "masked", "num_true": "max", "sampler": "uniform", "true_expected_count": "one"}
 
 
 def test_num_true_settings():
@@ -357,7 +357,7 @@ def test_sampled_expected_count_path(tec, sampler):
     ds = planted(n_train=64, n_test=8, n_labels=40)
     tr = make_trainer("tf_sampled_softmax", ds, {"config": "tuned", "batch_size": 16, "hidden": [6],
                                                  "num_sampled": 10, "true_expected_count": tec,
-                                                 "sampler": sampler})
+                                                 "sampler": sampler, "multilabel": "padded"})
     assert tr.num_true == int(np.diff(ds.Y_train.indptr).max())           # num_true = "max": all labels
     labels, has, _ = tr._encode_y(ds.Y_train[:8])
     assert labels.shape == (8, tr.num_true)
@@ -392,6 +392,74 @@ def test_sampled_expected_count_path(tec, sampler):
     st = tr.train_steps(2)
     assert np.isfinite(st.loss)
 
+
+def _np_masked_loss(h, W, b, Y, cand, samp_ec, remove_hits=True):
+    """Reference of the multi-label sampled softmax ('masked'): softmax over each sample's labels (each
+    once, expected count 1) and the sampled classes (logits minus log samp_ec, labels of the sample
+    removed), cross-entropy against 1/|y| on each label; 0 for a label-less sample."""
+    out = np.zeros(Y.shape[0])
+    for i in range(Y.shape[0]):
+        y = Y.indices[Y.indptr[i]:Y.indptr[i + 1]]
+        if len(y) == 0:
+            continue
+        tl = h[i] @ W[y].T + b[y]
+        keep = ~np.isin(cand, y) if remove_hits else np.ones(len(cand), bool)
+        sl = (h[i] @ W[cand].T + b[cand] - np.log(samp_ec))[keep]
+        z = np.concatenate([tl, sl]).astype(np.float64)
+        lse = z.max() + np.log(np.exp(z - z.max()).sum())
+        out[i] = lse - tl.mean()
+    return out
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("hits", [True, False])
+def test_masked_multilabel_loss_matches_reference_and_tf_for_one_label(hits):
+    """multilabel='masked': every label once, unused slots out of the softmax, target 1/|y|. Its loss
+    equals a numpy reference of that objective (rows with 1, 2, 3 and 0 labels at num_true 3; sampled
+    classes that are labels removed), and for a one-label row it equals tf.nn.sampled_softmax_loss with
+    num_true = 1 on the same sampled values. 'padded' cycles the one label into all 3 slots, so its
+    loss differs (the label enters the denominator 3 times): the bug 'masked' fixes."""
+    import tensorflow as tf
+    ds = planted(n_train=64, n_test=8, n_labels=12)
+    tr = make_trainer("tf_sampled_softmax", ds, {"config": "tuned", "batch_size": 16, "hidden": [5],
+                                                 "multilabel": "masked", "num_true": 3, "num_sampled": 6,
+                                                 "remove_accidental_hits": hits})
+    Y = _csr([0, 1, 1, 2, 2, 2], [5, 2, 7, 0, 1, 4], np.ones(6), (4, 12))   # |y| = 1, 2, 3, 0
+    labels, mask, has, n_real = tr._encode_y(Y)
+    np.testing.assert_array_equal(mask, [[1, 0, 0], [1, 1, 0], [1, 1, 1], [0, 0, 0]])
+    np.testing.assert_array_equal(labels[:3][mask[:3] > 0], [5, 2, 7, 0, 1, 4])
+    np.testing.assert_array_equal(has, [1, 1, 1, 0])
+    rng = np.random.default_rng(3)
+    h = rng.standard_normal((4, 5)).astype(np.float32)
+    W = 0.3 * rng.standard_normal(tr.Ws[-1].shape).astype(np.float32)
+    tr.Ws[-1].assign(W)
+    bias = rng.standard_normal(tr.bs[-1].shape).astype(np.float32)
+    bias[5] = 8.0                     # row 0's label is likely: where cycling it changes the loss most
+    tr.bs[-1].assign(bias)
+    cand = np.array([5, 9, 2, 11, 0, 3], np.int64)               # hits: 5 (row 0), 2 (row 1), 0 (row 2)
+    samp_ec = np.full(6, 0.5, np.float32)
+    sv = (tf.constant(cand), tf.ones((4, 3), tf.float32), tf.constant(samp_ec))
+    got = tr._masked_sampled_loss(tf.constant(h), tf.constant(labels), tf.constant(mask), sv).numpy()
+    want = _np_masked_loss(h, W, bias, Y, cand, samp_ec, remove_hits=hits)
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4)
+    one = tf.nn.sampled_softmax_loss(weights=tr.Ws[-1], biases=tr.bs[-1], labels=tf.constant(labels[:1, :1]),
+                                     inputs=tf.constant(h[:1]), num_sampled=6, num_classes=12, num_true=1,
+                                     sampled_values=(tf.constant(cand), tf.ones((1, 1)), tf.constant(samp_ec)),
+                                     remove_accidental_hits=hits).numpy()
+    np.testing.assert_allclose(got[0], one[0], rtol=2e-4, atol=2e-4)
+    cycled = _np_sampled_loss(h[:1], W, bias, np.full((1, 3), 5), cand, np.ones((1, 3)), samp_ec, hits)
+    assert cycled[0] - got[0] > 0.3       # the label 3 times in the denominator: log((3 + x) / (1 + x))
+    st = tr.train_steps(3)
+    assert np.isfinite(st.loss) and tr.describe()["traces"] == 1
+
+
+def test_sampled_bad_multilabel_names_the_key():
+    from slidebench.baselines.sampled_softmax import MULTILABEL
+    assert MULTILABEL == ("one_random", "padded", "masked")
+    ds = planted(n_train=20, n_test=5)
+    with pytest.raises(ValueError, match="multilabel"):
+        make_trainer("tf_sampled_softmax", ds, {"config": "tuned", "batch_size": 8, "hidden": [4],
+                                                "multilabel": "cycled"})
 
 def test_roofline_accounting_env_and_csv(tmp_path):
     """The roofline's FLOP count (three 128 x 128 x N products a step), its child environment (the
