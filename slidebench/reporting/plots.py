@@ -56,6 +56,7 @@ FIGURES: dict[str, Callable[[Summary, Path], list[Path]]] = {
     "overfit": fig_overfit,
     "long": fig_overfit,          # test and training-point P@1 per system (one lr each)
     "long_delicious": fig_overfit,
+    "long_sampled": fig_overfit,
 }
 
 
