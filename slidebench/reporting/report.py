@@ -153,10 +153,23 @@ def _manifest_section(results_dir: Path, summaries: list[Summary]) -> str:
 
 
 def _figures_for(results_dir: Path, name: str) -> list[Path]:
+    """`name`.png and its companions (`name`_speedup.png), but not another experiment's figures whose
+    name extends this one (`long` must not show `long_delicious` or `long_sampled`): names are the
+    catalogue's and those with a manifest in the results folder."""
     fdir = results_dir / "figures"
     if not fdir.is_dir():
         return []
-    return sorted(p for p in fdir.glob(f"{name}*.png") if p.stem == name or p.stem.startswith(name + "_"))
+    sdir = results_dir / "summary"
+    others = set(TITLES) | ({m.name[:-len("_manifest.json")] for m in sdir.glob("*_manifest.json")}
+                            if sdir.is_dir() else set())
+    longer = [o for o in others if o != name and o.startswith(name + "_")]
+
+    def mine(stem: str) -> bool:
+        if not (stem == name or stem.startswith(name + "_")):
+            return False
+        return not any(stem == o or stem.startswith(o + "_") for o in longer)
+
+    return sorted(p for p in fdir.glob(f"{name}*.png") if mine(p.stem))
 
 
 def _section(results_dir: Path, s: Summary, evidence: pd.DataFrame | None = None) -> str:
@@ -226,7 +239,7 @@ def _section(results_dir: Path, s: Summary, evidence: pd.DataFrame | None = None
         lines += [meas, ""]
     for fig in _figures_for(results_dir, s.name):
         rel = fig.relative_to(results_dir)
-        lines += [f"![{s.name}]({rel.as_posix()})", ""]
+        lines += [f"![{fig.stem}]({rel.as_posix()})", ""]
         pdf = fig.with_suffix(".pdf")
         if pdf.exists():
             lines += [f"([PDF]({pdf.relative_to(results_dir).as_posix()}))", ""]
