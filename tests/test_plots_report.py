@@ -454,3 +454,20 @@ def test_report_section_shows_its_own_figures_not_those_of_an_experiment_whose_n
     assert names("long_delicious") == ["long_delicious"]
     assert names("fig5") == ["fig5", "fig5_speedup"]
     assert names("mine") == ["mine", "mine_speedup"]
+
+
+def test_another_named_config_neither_wears_the_systems_colour_nor_reads_as_a_bare_word():
+    """Found in the cbb07ef reference's ablation: the engine's 'lsh' config was drawn in SLIDE's own red
+    next to the base SLIDE run and named "SLIDE-lshmix: SLIDE, lsh"."""
+    from slidebench.reporting.drawing import curve_groups
+    base = {"config": "default", "sampler": "vanilla", "hash": "dwta", "K": 6, "L": 50, "active": 0.05}
+    runs = [("SLIDE", "default", base), ("SLIDE-K", "default", {**base, "K": 8}),
+            ("SLIDE-lshmix", "lsh", {"config": "lsh", "lr": 0.01})]
+    df = pd.DataFrame([{"label": lab, "system": "slide", "config": cfg, "seed": 0, "run_id": lab,
+                        "params": json.dumps(p), "param_K": p.get("K") if lab == "SLIDE-K" else None,
+                        "dataset": "a"} for lab, cfg, p in runs])
+    groups = {g.df["label"].iloc[0]: g for g in curve_groups(df, split=("dataset",))}
+    assert len({g.style.color for g in groups.values()}) == 3
+    assert groups["SLIDE-lshmix"].style.color != style.style_for("slide").color
+    assert groups["SLIDE-lshmix"].display == "SLIDE-lshmix: SLIDE, its 'lsh' config"
+    assert style.describe("tf_full_softmax", "tuned") == "TF full softmax, tuned"

@@ -48,6 +48,9 @@ CONFIG_LINESTYLE: dict[str, str] = {"default": "-", "tuned": "-", "paper": "--"}
 # the 2019 release's configuration: a lighter shade of the system's colour
 PAPER_COLOR: dict[str, str] = {"slide": "#f08a8a", "tf_full_softmax": "#6aaed6", "tf_sampled_softmax": "#7fcf7f"}
 CONFIG_ORDER: dict[str, int] = {"default": 0, "tuned": 1, "paper": 2}
+# any other named configuration (the engine's "lsh"): dark grey, dotted, so it never wears the system's
+# own colour next to the system's default run
+OTHER_CONFIG_COLOR = "#333333"
 
 # distinct colours for the members of a sweep (colour-blind safe-ish, Tableau 10 without red/blue/green
 # first so sweeps do not look like a system's colour)
@@ -104,7 +107,14 @@ def style_for(system: str | Mapping[str, Any], config: str | None = None, device
         cpu_c, gpu_c, marker, order, _ = SYSTEMS[system]
     else:
         cpu_c, gpu_c, marker, order = _UNKNOWN_SYSTEM
-    color = gpu_c if device == "gpu" else PAPER_COLOR.get(system, cpu_c) if config == "paper" else cpu_c
+    if device == "gpu":
+        color = gpu_c
+    elif config == "paper":
+        color = PAPER_COLOR.get(system, cpu_c)
+    elif config in CONFIG_LINESTYLE:
+        color = cpu_c
+    else:
+        color = OTHER_CONFIG_COLOR
     ls = CONFIG_LINESTYLE.get(config, ":")
     order = order + CONFIG_ORDER.get(config, 5) + (3 if device == "gpu" else 0)
     display = _norm(label, "") or display_name(system, config, device)
@@ -120,8 +130,10 @@ def describe(system: str, config: str | None = None, device: str | None = None) 
     parts = [SYSTEMS[system][4] if system in SYSTEMS else system]
     if config == "paper":
         parts.append("2019 release's config")
+    elif config == "tuned":
+        parts.append("tuned")
     elif config != "default":
-        parts.append(config)
+        parts.append(f"its '{config}' config")
     if device != "cpu":
         parts.append(device.upper())
     return ", ".join(parts)
