@@ -442,14 +442,15 @@ def test_curves_panel_without_legend_still_draws_its_curves():
 def test_report_section_shows_its_own_figures_not_those_of_an_experiment_whose_name_extends_it(tmp_path):
     """Found in the cbb07ef reference: the `long` section embedded long_delicious.png and long_sampled.png
     because they start with `long_`. Its companions (`fig5_speedup`) must still be found."""
-    from slidebench.reporting.report import _figures_for
+    from slidebench.reporting.report import _experiment_names, _figures_for
     (tmp_path / "figures").mkdir()
     (tmp_path / "summary").mkdir()
     for stem in ["long", "long_delicious", "long_sampled", "fig5", "fig5_speedup", "mine", "mine_big",
                  "mine_speedup"]:
         (tmp_path / "figures" / f"{stem}.png").write_bytes(b"")
-    (tmp_path / "summary" / "mine_big_manifest.json").write_text("{}")     # a user's, not in the catalogue
-    names = lambda exp: [p.stem for p in _figures_for(tmp_path, exp)]       # noqa: E731
+    (tmp_path / "summary" / "mine_big_runs.csv").write_text("run_id\n")   # a user's, not in the catalogue
+    known = _experiment_names(tmp_path)
+    names = lambda exp: [p.stem for p in _figures_for(tmp_path, exp, known)]       # noqa: E731
     assert names("long") == ["long"]
     assert names("long_delicious") == ["long_delicious"]
     assert names("fig5") == ["fig5", "fig5_speedup"]

@@ -152,17 +152,13 @@ def _manifest_section(results_dir: Path, summaries: list[Summary]) -> str:
 # --------------------------------------------------------------------------------------- render
 
 
-def _figures_for(results_dir: Path, name: str) -> list[Path]:
-    """`name`.png and its companions (`name`_speedup.png), but not another experiment's figures whose
-    name extends this one (`long` must not show `long_delicious` or `long_sampled`): names are the
-    catalogue's and those with a manifest in the results folder."""
+def _figures_for(results_dir: Path, name: str, experiments: set[str] | frozenset[str]) -> list[Path]:
+    """`name`.png and its companions (`name`_speedup.png), but not the figures of another of
+    ``experiments`` whose name extends this one (`long` must not show `long_delicious` or `long_sampled`)."""
     fdir = results_dir / "figures"
     if not fdir.is_dir():
         return []
-    sdir = results_dir / "summary"
-    others = set(TITLES) | ({m.name[:-len("_manifest.json")] for m in sdir.glob("*_manifest.json")}
-                            if sdir.is_dir() else set())
-    longer = [o for o in others if o != name and o.startswith(name + "_")]
+    longer = [o for o in experiments if o.startswith(name + "_")]
 
     def mine(stem: str) -> bool:
         if not (stem == name or stem.startswith(name + "_")):
@@ -172,7 +168,13 @@ def _figures_for(results_dir: Path, name: str) -> list[Path]:
     return sorted(p for p in fdir.glob(f"{name}*.png") if mine(p.stem))
 
 
-def _section(results_dir: Path, s: Summary, evidence: pd.DataFrame | None = None) -> str:
+def _experiment_names(results_dir: Path) -> set[str]:
+    """Every experiment a figure may belong to: the catalogue's and any with a summary here."""
+    return set(TITLES) | set(available_experiments(results_dir))
+
+
+def _section(results_dir: Path, s: Summary, evidence: pd.DataFrame | None = None,
+             experiments: set[str] | frozenset[str] = frozenset()) -> str:
     title = TITLES.get(s.name, s.name)
     lines = [f"## {title}", ""]
     if not s.present:
@@ -237,7 +239,7 @@ def _section(results_dir: Path, s: Summary, evidence: pd.DataFrame | None = None
                   f"| {PAPER_CLAIMS[s.name]} | {meas.replace(chr(10), ' ').replace('|', '/') or '-'} |", ""]
     elif meas:
         lines += [meas, ""]
-    for fig in _figures_for(results_dir, s.name):
+    for fig in _figures_for(results_dir, s.name, experiments):
         rel = fig.relative_to(results_dir)
         lines += [f"![{fig.stem}]({rel.as_posix()})", ""]
         pdf = fig.with_suffix(".pdf")
@@ -266,7 +268,8 @@ def render_report(results_dir: str | Path = "results", experiments: Sequence[str
     evidence = next((x.curves for x in summaries if x.name == "overfit"), None)
     if evidence is None and any(x.name in SPEEDUP_EXPERIMENTS for x in summaries):
         evidence = load_summary(results_dir, "overfit").curves     # a report of fig5/fig7 alone still reads it
-    body = [_section(results_dir, s, evidence) for s in summaries]
+    all_names = _experiment_names(results_dir)
+    body = [_section(results_dir, s, evidence, all_names) for s in summaries]
     extra = [reference_md(load_reference(results_dir), {s.name: s for s in summaries}),
              roofline_md(load_roofline(results_dir))]
     return ("\n".join(head) + "\n" + verdict_md({s.name: s for s in summaries}) + "\n" + "\n".join(body) + "\n"
