@@ -455,3 +455,19 @@ def test_micro_resume_remeasures_committed_csv_and_skips_only_what_ran_here(tmp_
     assert (res / "raw" / "fig11" / "micro-done.json").exists()
     again = executors.run_micro_experiment(exp, res, scale="tiny", threads=1, resume=True, progress=False)
     assert again["action"] == "skipped_finished"
+
+
+def test_the_runner_executes_seed_rounds_in_that_order(tmp_path, capsys):
+    """The real runner (child processes, the fake trainer): with [run] order "interleaved" the runs
+    start seed round by seed round; the returned list stays in grid order."""
+    from types import SimpleNamespace
+    res = tmp_path / "results"
+    grid = [make_run(budget={"steps": 2}, ev={"every_steps": 2, "subset_size": 50}, seed=s, label=lab,
+                     params={"step_time": 0.0, "fake_clock": False})
+            for lab in ("A", "B") for s in (0, 1)]               # grid order: A s0, A s1, B s0, B s1
+    out = executors.run_experiment(SimpleNamespace(order="interleaved"), grid, res, progress=True,
+                                   data_loader="fakes:load_fake", extra_env=CHILD_ENV)
+    assert [o["run_id"] for o in out] == [r.run_id for r in grid]
+    started = [line.split("] ", 1)[1].split(":", 1)[0] for line in capsys.readouterr().out.splitlines()
+               if line.startswith("[") and "/4] " in line]
+    assert [s.split("/")[1] + "/" + s.split("/")[2][:2] for s in started] == ["A/s0", "B/s0", "A/s1", "B/s1"]

@@ -275,3 +275,30 @@ def test_a_per_data_set_param_table_must_name_every_preset(tmp_path, table, msg)
         'config = "paper"', f'config = "paper"\nparams = {{ lr = {table} }}')
     with pytest.raises(SpecError, match=msg):
         load_experiment(write(tmp_path, text))
+
+
+def test_runs_execute_round_by_round_over_the_seeds_unless_grouped(tmp_path):
+    from slidebench.harness.spec import execution_order
+    exp = load_experiment(good(tmp_path))
+    assert exp.order == "interleaved"
+    runs = expand(exp)
+    order = execution_order(runs, exp.order)
+    assert sorted(order) == list(range(len(runs)))
+    seeds = [runs[i].seed for i in order]
+    half = len(runs) // 2
+    assert seeds == [0] * half + [1] * half                  # seed 0 of every run, then seed 1
+    for s in (0, 1):                                         # grid order inside a round
+        round_ = [i for i in order if runs[i].seed == s]
+        assert round_ == sorted(round_)
+        assert {runs[i].label for i in round_} == {"SLIDE", "TF-CPU"}
+    assert execution_order(runs, "grouped") == list(range(len(runs)))
+    grouped = load_experiment(write(tmp_path, good(tmp_path).read_text().replace('name = "exp"', 'name = "exp2"').replace(
+        'batch_sizes = [64, 128]', 'batch_sizes = [64, 128]\norder = "grouped"'), "exp2"))
+    assert grouped.order == "grouped"
+    assert [r.run_id.split("/", 1)[1] for r in expand(grouped)] == [r.run_id.split("/", 1)[1] for r in runs]
+    with pytest.raises(ValueError, match="order"):
+        execution_order(runs, "random")
+    bad = write(tmp_path, good(tmp_path).read_text().replace('name = "exp"', 'name = "exp3"').replace(
+        'batch_sizes = [64, 128]', 'batch_sizes = [64, 128]\norder = "shuffled"'), "exp3")
+    with pytest.raises(SpecError, match=r"\[run\].*order"):
+        load_experiment(bad)

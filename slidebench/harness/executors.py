@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from .process import EXIT_BUSY, RunError, _die_with_parent, launch, thread_env, wall_limit
 from .runlog import partial_path, read_log
-from .spec import Experiment, RunSpec
+from .spec import Experiment, RunSpec, execution_order
 
 EXECUTORS = ("local", "dask")
 
@@ -248,7 +248,8 @@ def run_experiment(exp: Experiment, runs: list[RunSpec], results_dir: str | Path
                    workers: int | None = None, scheduler: str | None = None, client=None,
                    wait: bool = True) -> list[dict[str, Any]]:
     """Run every run of ``runs`` (from spec.expand), one child process each, on the chosen executor.
-    Returns one dict per run, in grid order: {"run_id", "path" (final log path), "log" (the log actually
+    Runs execute in the experiment's [run] order (spec.execution_order: rounds over the seeds unless
+    "grouped"). Returns one dict per run, in grid order: {"run_id", "path" (final log path), "log" (the log actually
     written: the .partial one when the run errored or was killed), "action" ("ran"|"skipped_finished"|
     "reused"|"busy"), "status", "elapsed_s"}. ``reuse_runs`` defaults to ``resume``."""
     if executor not in EXECUTORS:
@@ -289,7 +290,8 @@ def _run_grid(exp, runs, results_dir, *, resume, reuse_runs, progress, data_load
             print(f"[{done}/{len(runs)}] {run.run_id}: {res['action']} status={res['status']} "
                   f"({res['elapsed_s']:.1f}s, {el / 60:.1f} min so far{eta})", flush=True)
 
-    for i, run in enumerate(runs):
+    for i in execution_order(runs, getattr(exp, "order", "interleaved")):   # rounds over the seeds by default
+        run = runs[i]
         final = run.log_path(results_dir)
         existing = check_existing(final, run)
         t0 = time.monotonic()

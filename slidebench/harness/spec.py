@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .tables import (_KEYS, _TABLES_MICRO, _TABLES_TRAIN, DEFAULT_EPOCH_PREFIX, DEFAULT_PREFIX,  # noqa: F401
-                     DEFAULT_SUBSET, KINDS, LABEL_RE, PRESETS, PROTOCOLS, RESERVED_PARAMS, SCALES, SpecError,
+                     DEFAULT_SUBSET, KINDS, ORDERS, LABEL_RE, PRESETS, PROTOCOLS, RESERVED_PARAMS, SCALES, SpecError,
                      _check_keys, _check_param_value, _err, _int_list, _is_num, _parse_budget, _parse_eval,
                      _pos_int, _pos_num, _scaled, _string)
 
@@ -54,6 +54,7 @@ class Experiment:
     validation: float | None = None          # [data] validation: fraction of the training set evaluated on
     scale_given: bool = False                # [data] scale written in the file
     eval_scales: dict[str, dict[str, Any]] = field(default_factory=dict)     # [eval.<scale>] merged
+    order: str = "interleaved"               # [run] order: see execution_order()
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,7 @@ def parse_experiment(raw: dict[str, Any], path: str | Path) -> Experiment:
     seeds = _int_list(path, "[run]", "seeds", run_t["seeds"], 0) if "seeds" in run_t else (0,)
     threads = _int_list(path, "[run]", "threads", run_t.get("threads", [1]), 1, allow_max=True)
     batch_sizes = _int_list(path, "[run]", "batch_sizes", run_t.get("batch_sizes", [128]), 1)
+    order = _string(path, "[run]", "order", run_t.get("order", "interleaved"), ORDERS)
 
     budget: dict[str, Any] = {}
     evalc: dict[str, Any] = {}
@@ -296,7 +298,7 @@ def parse_experiment(raw: dict[str, Any], path: str | Path) -> Experiment:
                       presets=presets, scale=scale, data_seed=data_seed, budget=budget, eval=evalc,
                       seeds=seeds, threads=threads, batch_sizes=batch_sizes, systems=tuple(systems), raw=raw,
                       budget_scales=budget_scales, eval_scales=eval_scales, files=files, validation=validation,
-                      scale_given="scale" in data)
+                      scale_given="scale" in data, order=order)
 
 
 # ------------------------------------------------------------------------------------- expansion
@@ -389,3 +391,24 @@ def expand(exp: Experiment, *, scale: str | None = None, data_dir: str | Path | 
             raise ValueError(f"{exp.path}: two runs map to the same log {p} (duplicate sweep values?)")
         seen[p] = r
     return runs
+
+
+def execution_order(runs: list[RunSpec], order: str = "interleaved") -> list[int]:
+    """The order to execute ``runs`` (spec.expand's grid order) in, as indices into ``runs``.
+
+    "grouped": grid order (every seed of one system back to back). "interleaved" (the default): round
+    by round over the seeds, each round the whole grid at one seed (seed 0 of every system and data
+    set, then seed 1, ...). A slow drift of the machine (another tenant, the memory bandwidth of a
+    shared VM, which moved one system's step rate by 1.5x within an hour on the reference's VM) then
+    falls on every system alike and shows in each system's seed spread, instead of landing on
+    whichever system ran in that stretch. The runs, their ids and their results are the same in
+    either order; only when each one runs changes."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+    idx = list(range(len(runs)))
+    if order == "grouped":
+        return idx
+    rank: dict[int, int] = {}
+    for r in runs:
+        rank.setdefault(r.seed, len(rank))
+    return sorted(idx, key=lambda i: rank[runs[i].seed])          # stable: grid order within a round

@@ -12,6 +12,7 @@ from ..contract import RUNNER_KEYS as RESERVED_PARAMS  # noqa: F401  (one list, 
 PRESETS = ("delicious", "amazon")
 SCALES = ("tiny", "small", "medium", "paper")
 PROTOCOLS = ("fair", "paper")
+ORDERS = ("interleaved", "grouped")   # [run] order: the order runs execute in (spec.execution_order)
 KINDS = ("train", "micro")
 LABEL_RE = re.compile(r"^[A-Za-z0-9_.+\-]+$")
 
@@ -27,7 +28,7 @@ _KEYS = {
     "budget": {"train_seconds", "epochs", "steps", "target_p_at_1", "stop_at_target"},
     "eval": {"every_seconds", "every_steps", "subset_size", "prefix_size", "epoch_prefix_size", "ratio",
              "first_seconds", "first_steps", "train_subset_size"},
-    "run": {"seeds", "threads", "batch_sizes"},
+    "run": {"seeds", "threads", "batch_sizes", "order"},
     "systems": {"label", "system", "config", "params", "sweep"},
 }
 
