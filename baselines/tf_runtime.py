@@ -14,6 +14,10 @@ import tempfile
 
 from . import DeviceUnavailable
 
+# where a Linux GPU driver shows itself (NVIDIA's control node and driver folder; AMD ROCm's kfd): with
+# none of them TensorFlow cannot see a GPU, so a GPU run is skipped without importing it
+GPU_NODES = ("/dev/nvidiactl", "/proc/driver/nvidia", "/dev/kfd")
+
 _NOISE_PREFIXES = ("I0000", "WARNING: All log messages before absl::InitializeLog()", "To enable the following instructions")
 _NOISE_SUBSTRINGS = ("rebuild TensorFlow with the appropriate compiler flags", "oneDNN custom operations are on",
                      "XLA service", "StreamExecutor device", "Compiled cluster using XLA",
@@ -82,6 +86,10 @@ def configure_tf(n_threads: int, inter_op_threads: int, device: str):
     settings (thread pools are per process; run each configuration in its own process), and
     DeviceUnavailable when device='gpu' and no GPU is visible.
     """
+    if device == "gpu" and sys.platform.startswith("linux") and not any(os.path.exists(p) for p in GPU_NODES):
+        raise DeviceUnavailable(      # decided before TensorFlow's ~5-s import: no GPU driver here at all
+            f"device='gpu' was asked but this machine has no GPU device node ({', '.join(GPU_NODES)}); "
+            "TensorFlow was not loaded; the run is skipped, not moved to the CPU")
     tf = import_tf()
     gpus = tf.config.list_physical_devices("GPU")
     if device == "gpu" and not gpus:

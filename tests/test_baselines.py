@@ -132,14 +132,22 @@ def test_configs_are_explicit_and_complete():
 
 
 @pytest.mark.tf
-def test_device_gpu_without_gpu_raises_device_unavailable():
+def test_device_gpu_without_gpu_raises_device_unavailable(monkeypatch, tmp_path):
     import tensorflow as tf
-    from slidebench.baselines import DeviceUnavailable
+    from slidebench.baselines import DeviceUnavailable, tf_runtime
     if tf.config.list_physical_devices("GPU"):
         pytest.fail("this test expects a machine without a visible GPU (tensorflow-cpu); a GPU is visible")
     from slidebench.trainers import get_trainer
+    # no driver node at all: decided before TensorFlow is touched
+    monkeypatch.setattr(tf_runtime, "GPU_NODES", (str(tmp_path / "no-such-node"),))
     for system in SYSTEMS:
-        with pytest.raises(DeviceUnavailable, match="no GPU"):
+        with pytest.raises(DeviceUnavailable, match="no GPU device node.*not loaded"):
+            get_trainer(system)().setup(planted(n_train=20, n_test=5), {"batch_size": 8, "device": "gpu"},
+                                        seed=0, n_threads=1)
+    # a driver node present but TensorFlow (tensorflow-cpu) sees no GPU: TensorFlow's own answer
+    monkeypatch.setattr(tf_runtime, "GPU_NODES", (str(tmp_path),))
+    for system in SYSTEMS:
+        with pytest.raises(DeviceUnavailable, match="TensorFlow sees no GPU"):
             get_trainer(system)().setup(planted(n_train=20, n_test=5), {"batch_size": 8, "device": "gpu"},
                                         seed=0, n_threads=1)
 
