@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from .process import EXIT_BUSY, RunError, _die_with_parent, launch, thread_env, wall_limit
 from .runlog import partial_path, read_log
-from .spec import Experiment, RunSpec, execution_order
+from .spec import DEFAULT_ORDER, Experiment, RunSpec, execution_order
 
 EXECUTORS = ("local", "dask")
 
@@ -290,7 +290,7 @@ def _run_grid(exp, runs, results_dir, *, resume, reuse_runs, progress, data_load
             print(f"[{done}/{len(runs)}] {run.run_id}: {res['action']} status={res['status']} "
                   f"({res['elapsed_s']:.1f}s, {el / 60:.1f} min so far{eta})", flush=True)
 
-    for i in execution_order(runs, getattr(exp, "order", "interleaved")):   # rounds over the seeds by default
+    for i in execution_order(runs, getattr(exp, "order", DEFAULT_ORDER)):   # rounds over the seeds by default
         run = runs[i]
         final = run.log_path(results_dir)
         existing = check_existing(final, run)

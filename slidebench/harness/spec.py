@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .tables import (_KEYS, _TABLES_MICRO, _TABLES_TRAIN, DEFAULT_EPOCH_PREFIX, DEFAULT_PREFIX,  # noqa: F401
-                     DEFAULT_SUBSET, KINDS, ORDERS, LABEL_RE, PRESETS, PROTOCOLS, RESERVED_PARAMS, SCALES, SpecError,
+                     DEFAULT_ORDER, DEFAULT_SUBSET, KINDS, ORDERS, LABEL_RE, PRESETS, PROTOCOLS, RESERVED_PARAMS, SCALES, SpecError,
                      _check_keys, _check_param_value, _err, _int_list, _is_num, _parse_budget, _parse_eval,
                      _pos_int, _pos_num, _scaled, _string)
 
@@ -54,7 +54,7 @@ class Experiment:
     validation: float | None = None          # [data] validation: fraction of the training set evaluated on
     scale_given: bool = False                # [data] scale written in the file
     eval_scales: dict[str, dict[str, Any]] = field(default_factory=dict)     # [eval.<scale>] merged
-    order: str = "interleaved"               # [run] order: see execution_order()
+    order: str = DEFAULT_ORDER               # [run] order: see execution_order()
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,7 @@ def parse_experiment(raw: dict[str, Any], path: str | Path) -> Experiment:
     seeds = _int_list(path, "[run]", "seeds", run_t["seeds"], 0) if "seeds" in run_t else (0,)
     threads = _int_list(path, "[run]", "threads", run_t.get("threads", [1]), 1, allow_max=True)
     batch_sizes = _int_list(path, "[run]", "batch_sizes", run_t.get("batch_sizes", [128]), 1)
-    order = _string(path, "[run]", "order", run_t.get("order", "interleaved"), ORDERS)
+    order = _string(path, "[run]", "order", run_t.get("order", DEFAULT_ORDER), ORDERS)
 
     budget: dict[str, Any] = {}
     evalc: dict[str, Any] = {}
@@ -393,7 +393,7 @@ def expand(exp: Experiment, *, scale: str | None = None, data_dir: str | Path | 
     return runs
 
 
-def execution_order(runs: list[RunSpec], order: str = "interleaved") -> list[int]:
+def execution_order(runs: list[RunSpec], order: str = DEFAULT_ORDER) -> list[int]:
     """The order to execute ``runs`` (spec.expand's grid order) in, as indices into ``runs``.
 
     "grouped": grid order (every seed of one system back to back). "interleaved" (the default): round

@@ -13,6 +13,7 @@ PRESETS = ("delicious", "amazon")
 SCALES = ("tiny", "small", "medium", "paper")
 PROTOCOLS = ("fair", "paper")
 ORDERS = ("interleaved", "grouped")   # [run] order: the order runs execute in (spec.execution_order)
+DEFAULT_ORDER = ORDERS[0]
 KINDS = ("train", "micro")
 LABEL_RE = re.compile(r"^[A-Za-z0-9_.+\-]+$")
 
