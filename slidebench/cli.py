@@ -283,7 +283,7 @@ def cmd_env(a) -> int:
 
 # Experiment files that `reproduce` runs only when named with --only, and why.
 NOT_IN_REPRODUCE = {
-    "smoke": "a one-minute end-to-end check (make smoke), not a figure",
+    "smoke": "a one-minute end-to-end check (`python -m slidebench reproduce --only smoke`), not a figure",
     "long": "the budget check at 3x the headline's budget, amazon (~12 min on 2 cores; `make long`)",
     "long_delicious": "the budget check at 3x the headline's budget, delicious (~8 min on 2 cores; `make long`)",
     "long_sampled": "the budget check of TF sampled softmax alone at 9x the headline's budget (~8 min; `make long`)",
