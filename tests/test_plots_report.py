@@ -472,3 +472,21 @@ def test_another_named_config_neither_wears_the_systems_colour_nor_reads_as_a_ba
     assert groups["SLIDE-lshmix"].style.color != style.style_for("slide").color
     assert groups["SLIDE-lshmix"].display == "SLIDE-lshmix: SLIDE, its 'lsh' config"
     assert style.describe("tf_full_softmax", "tuned") == "TF full softmax, tuned"
+
+
+def test_a_log_y_axis_over_decades_is_ticked_1_2_5_and_a_narrow_one_densely():
+    """Found in the 04ad8c5 reference's Table 3 figure (0.07-20 s): the dense speedup ticks printed
+    1, 1.2 and 1.5 (and 10, 12, 15) on top of each other."""
+    import matplotlib.pyplot as plt
+    from slidebench.reporting.drawing import plain_log_axis
+    fig, (wide, narrow) = plt.subplots(1, 2)
+    for ax, lim in ((wide, (0.07, 20.0)), (narrow, (0.9, 1.8))):
+        ax.plot([1, 2], list(lim))
+        plain_log_axis(ax, "y")
+        ax.set_ylim(*lim)
+    fig.canvas.draw()
+    ticks = lambda ax: [v for v in ax.get_yticks() if ax.get_ylim()[0] <= v <= ax.get_ylim()[1]]   # noqa: E731
+    mant = {round(v / 10 ** np.floor(np.log10(v)), 6) for v in ticks(wide)}
+    assert mant <= {1.0, 2.0, 5.0} and len(ticks(wide)) >= 4
+    assert {1.2, 1.5} <= {round(v, 6) for v in ticks(narrow)}
+    plt.close(fig)

@@ -264,15 +264,34 @@ def _finish(fig, footer: str, title: str, out_dir: Path, stem: str, legend_frac:
     return paths
 
 
+PLAIN_SUBS = (1.0, 2.0, 5.0)
+DENSE_SUBS = (1.0, 1.2, 1.5, 2.0, 3.0, 5.0, 7.0)
+
+
+def plain_log_locator(dense: bool):
+    """A base-10 log locator at 1, 2, 5 x 10^k; with ``dense``, also at 1.2, 1.5, 3 and 7 while the axis
+    spans at most a factor of 10 (so a narrow range still shows a number besides 1), and back to 1, 2, 5
+    over a wider one, where the dense set would print labels on top of each other (Table 3's axis spans
+    0.07-20 s). Decided when the axis is drawn, from its final limits."""
+    from matplotlib.ticker import LogLocator
+
+    class _Plain(LogLocator):
+        def tick_values(self, vmin, vmax):
+            lo, hi = sorted((vmin, vmax))
+            self._subs = np.array(DENSE_SUBS if dense and lo > 0 and hi / lo <= 10 else PLAIN_SUBS)
+            return super().tick_values(vmin, vmax)
+
+    return _Plain(base=10, subs=DENSE_SUBS if dense else PLAIN_SUBS)
+
+
 def plain_log_axis(ax, axis: str = "x") -> None:
     """Log scale ticked in plain numbers (1, 2, 5, 10, 20, 50 ...), not 6x10^0. The y axis (speedups, often
-    spanning less than a factor of 2) also gets 1.2, 1.5, 3 and 7, so a narrow range still shows a number
-    besides 1."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    spanning less than a factor of 2) also gets 1.2, 1.5, 3 and 7 while it spans at most a factor of 10
+    (plain_log_locator)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
     a = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-    subs = (1.0, 2.0, 5.0) if axis == "x" else (1.0, 1.2, 1.5, 2.0, 3.0, 5.0, 7.0)
-    a.set_major_locator(LogLocator(base=10, subs=subs))
+    a.set_major_locator(plain_log_locator(dense=axis != "x"))
     a.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     a.set_minor_formatter(NullFormatter())
 
