@@ -485,3 +485,47 @@ def test_roofline_accounting_env_and_csv(tmp_path):
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["n_labels", "threads", "tf_gflops", "sgemm_gflops", "fraction", "openblas_coretype"]
     assert rows[0]["openblas_coretype"] == "SkylakeX" and float(rows[0]["fraction"]) == 0.65
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("n_cols", [129, 200, 1000, 4097])
+def test_block_top_k_equals_tf_top_k_ties_included(n_cols):
+    """The predict's two-pass top-k (baselines/topk.py) returns tf.math.top_k's indices exactly, on logits
+    with many ties (small integers; rows of one repeated value), widths not a multiple of the block, and a
+    k above the number of blocks (its fallback)."""
+    from slidebench.baselines.tf_runtime import configure_tf
+    from slidebench.baselines.topk import block_top_k
+    tf, _ = configure_tf(1, 1, "cpu")                  # the thread settings every test here uses
+    rng = np.random.default_rng(n_cols)
+    z = rng.integers(-3, 4, size=(40, n_cols)).astype(np.float32)
+    z[0] = 1.0
+    z[1, -1] = 9.0                                     # the best label in the padded last block
+    z[2] = rng.standard_normal(n_cols).astype(np.float32)
+    f = tf.function(lambda x, k: block_top_k(tf, x, k),
+                    input_signature=[tf.TensorSpec([None, n_cols], tf.float32), tf.TensorSpec([], tf.int32)])
+    for k in (1, 5, 17, -(-n_cols // 64) + 1):
+        got = f(tf.constant(z), tf.constant(k, tf.int32)).numpy()
+        want = tf.math.top_k(tf.constant(z), k=k, sorted=True).indices.numpy()
+        np.testing.assert_array_equal(got, want, err_msg=f"k={k}")
+    with pytest.raises(ValueError, match="block"):
+        block_top_k(tf, tf.constant(z), 5, block=0)
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_predict_topk_is_the_exact_top_k_of_the_logits(system):
+    """Through the real predict path with more labels than two blocks: the top 5 of the numpy logits."""
+    ds = planted(n_train=64, n_test=50, n_labels=300)
+    tr = make_trainer(system, ds, {"config": "tuned", "batch_size": 32, "hidden": [16], "lr": 1e-2})
+    tr.train_steps(3)
+    p = tr.get_params()
+    X = ds.X_test.toarray()
+    h = np.maximum(X @ p["W0"][:ds.n_features] + p["b0"], 0)
+    W1 = p["W1"] if p["W1"].shape[0] == h.shape[1] else p["W1"].T
+    z = (h @ W1[:, :ds.n_labels] + p["b1"][:ds.n_labels]).astype(np.float32)
+    want = np.argsort(-z, axis=1, kind="stable")[:, :5]
+    got = tr.predict_topk(ds.X_test, 5)
+    gap = np.sort(z, axis=1)[:, ::-1]
+    clear = (gap[:, :5] - gap[:, 1:6]).min(axis=1) > 1e-4       # rows without a near-tie in their top 6
+    assert clear.sum() > 40
+    np.testing.assert_array_equal(got[clear], want[clear])
