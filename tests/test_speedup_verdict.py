@@ -388,12 +388,13 @@ def test_topk_padded_fills_short_rows_without_repeats():
     assert out.tolist() == [[3, 1, 7, 8, 9], [1, 7, 8, 9, 10], [1, 2, 3, 4, 5], [2, 1, 7, 8, 9]]
 
 
-def test_reference_measure_writes_its_csv(tmp_path):
+@pytest.mark.parametrize("n_threads", [1, 2])      # 2: the test points predicted by a thread pool
+def test_reference_measure_writes_its_csv(tmp_path, n_threads):
     pytest.importorskip("omikuji")
     from slidebench.reporting import micro
     spec = {"experiment": {"name": "reference"}, "data": {"preset": ["amazon"], "seed": 0},
             "run": {"seeds": [0]}, "micro": {"measure": "reference", "n_trees": 1}}
-    out = micro.run_micro(spec, scale="tiny", n_threads=1, out_csv=tmp_path / "summary" / "reference.csv",
+    out = micro.run_micro(spec, scale="tiny", n_threads=n_threads, out_csv=tmp_path / "summary" / "reference.csv",
                           progress=False)
     ref = summaries.load_reference(tmp_path)          # the reader accepts what the measure writes
     assert out.exists() and len(ref) == 1
