@@ -4,8 +4,8 @@
 (about 0.45 s for 1,000 x 200,000 on the 2-core VM, more than the matmul that made them). The
 baselines' predict (untimed evaluation) uses ``block_top_k`` instead:
 
-  1. split each row into blocks of ``block`` labels (the last padded with -inf) and take each block's
-     maximum (a vectorised reduction);
+  1. split each row into blocks of ``block`` labels (64, or 32 / 16 when that divides the row; else
+     the last block is padded with -inf) and take each block's maximum (a vectorised reduction);
   2. ``top_k`` of the block maxima picks k blocks; sorted by block index, their labels are gathered
      in ascending label order;
   3. ``top_k`` of those k * block candidates.
@@ -25,12 +25,23 @@ from __future__ import annotations
 BLOCK = 64
 
 
-def block_top_k(tf, z, k, block: int = BLOCK):
+def pick_block(n_cols: int) -> int:
+    """64 labels a block, or 32 / 16 when that divides the row and 64 does not (no padded copy of the
+    logits: 100,000 labels would pad a 4,096-row predict batch's 1.6 GB of logits)."""
+    for b in (BLOCK, 32, 16):
+        if n_cols % b == 0:
+            return b
+    return BLOCK
+
+
+def block_top_k(tf, z, k, block: int | None = None):
     """Indices (int32 [n, k], best first) of the k largest entries of each row of z [n, L]; k may be
     a scalar tensor (<= L; a k above the number of blocks falls back to tf.math.top_k). Equal to tf.math.top_k(z, k, sorted=True).indices."""
     n_cols = z.shape[-1]
     if n_cols is None:
         raise ValueError("block_top_k needs the number of columns of z at trace time")
+    if block is None:
+        block = pick_block(n_cols)
     if not isinstance(block, int) or block < 1:
         raise ValueError(f"block_top_k: block must be a positive int, got {block!r}")
     if n_cols <= 2 * block:

@@ -488,7 +488,7 @@ def test_roofline_accounting_env_and_csv(tmp_path):
 
 
 @pytest.mark.tf
-@pytest.mark.parametrize("n_cols", [129, 200, 1000, 4097])
+@pytest.mark.parametrize("n_cols", [129, 200, 1000, 4097, 4160])
 def test_block_top_k_equals_tf_top_k_ties_included(n_cols):
     """The predict's two-pass top-k (baselines/topk.py) returns tf.math.top_k's indices exactly, on logits
     with many ties (small integers; rows of one repeated value), widths not a multiple of the block, and a
@@ -509,6 +509,8 @@ def test_block_top_k_equals_tf_top_k_ties_included(n_cols):
         np.testing.assert_array_equal(got, want, err_msg=f"k={k}")
     with pytest.raises(ValueError, match="block"):
         block_top_k(tf, tf.constant(z), 5, block=0)
+    from slidebench.baselines.topk import pick_block
+    assert (pick_block(200_000), pick_block(100_000), pick_block(4097)) == (64, 32, 64)
 
 
 @pytest.mark.tf
