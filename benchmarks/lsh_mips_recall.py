@@ -181,8 +181,11 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--json", default=None, help="also write the results here")
     a = ap.parse_args(argv)
+    from slidebench.engine._lsh_config import MAX_TABLES
     if min(a.steps, a.cap, a.rows, a.L, a.hash_seeds) < 1 or any(k < 1 or k > 30 for k in a.K):
         ap.error("--steps, --cap, --rows, --L and --hash-seeds must be >= 1 and each --K in 1..30")
+    if a.L > MAX_TABLES:                # checked before any training: the tables count hits in a byte
+        ap.error(f"--L must be at most {MAX_TABLES} (the engine's table limit), got {a.L}")
     jobs = [{"dataset": d, "system": s, "steps": a.steps, "K": a.K, "L": a.L, "cap": a.cap, "rows": a.rows,
              "hash_seeds": a.hash_seeds}
             for d in a.datasets for s in a.systems]

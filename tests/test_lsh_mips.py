@@ -47,3 +47,14 @@ def test_probe_on_a_trained_engine_network():
     assert r["angle_ceiling"]["mips"] == 1.0 and r["angle_ceiling"]["centered"] == 1.0   # angle = logit order
     for x in r["results"]:
         assert 0 < x["candidates"] <= 200 and 0.0 <= x["recall_at_10"] <= 1.0
+
+
+def test_bad_arguments_fail_before_any_training(capsys):
+    import pytest
+    from benchmarks.lsh_mips_recall import main
+    for argv in (["--L", "400"], ["--cap", "0"], ["--K", "0"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--L must be at most 255" in err and "--cap" in err
