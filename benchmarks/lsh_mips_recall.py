@@ -24,7 +24,8 @@ the `topk` mode capped at `--cap` candidates:
   ReLU activations all lie in the positive orthant, so uncentred queries share most SimHash bits.
 
 For each K (and ``--hash-seeds`` independent sets of hash functions, mean and min-max) it prints the
-mean candidates returned and recall@10 (|candidates & exact top-10| / 10,
+share of the rows a table stores (a SimHash table has 2^K buckets of ``--bucket-size`` slots, so at
+small K most rows overflow and are dropped), the mean candidates returned and recall@10 (|candidates & exact top-10| / 10,
 the exact top-10 by ``h W^T + b``), beside what ``--cap`` uniform neurons would give
 (cap / n_outputs) and, for an LSH-trained network, the engine's own ``Network.lsh_recall`` on the
 same rows (a check that ``plain`` measures what the engine measures). The ``cap`` line is each
@@ -152,16 +153,20 @@ def probe(job: dict) -> dict:
         out.setdefault("cos_top10", {})[variant] = float(np.median(np.take_along_axis(cos, top, 1).mean(1)))
         out.setdefault("cos_median", {})[variant] = float(np.median(np.median(cos, axis=1)))
         for K in job["K"]:
-            n_c, rec = [], []
+            n_c, rec, st = [], [], []
             for hs in range(job.get("hash_seeds", 1)):       # independent hash functions
-                idx = LSHIndex("simhash", A.shape[1], K, job["L"], 18, 128, insertion="reservoir",
-                               seed=1000 * hs + K)
+                idx = LSHIndex("simhash", A.shape[1], K, job["L"], 18, job.get("bucket_size", 128),
+                               insertion="reservoir", seed=1000 * hs + K)
                 idx.build(A, 1)
+                # share of the rows a table holds (a SimHash table has 2^K buckets of bucket_size slots:
+                # at small K most rows overflow and are not stored at all)
+                st.append(float(idx.bucket_sizes().sum(1).mean()) / A.shape[0])
                 indptr, ids, _ = idx.query_many(Q, mode="topk", target=job["cap"], max_out=job["cap"])
                 cands = [ids[indptr[i]:indptr[i + 1]] for i in range(Q.shape[0])]
                 n_c.append(float(np.mean([len(c) for c in cands])))
                 rec.append(recall_at(cands, top))
             out["results"].append({"variant": variant, "K": K, "candidates": float(np.mean(n_c)),
+                                   "stored": float(np.mean(st)),
                                    "recall_at_10": float(np.mean(rec)), "recall_min": min(rec),
                                    "recall_max": max(rec)})
     return out
@@ -176,21 +181,23 @@ def main(argv=None) -> int:
     ap.add_argument("--K", type=int, nargs="+", default=[4, 5, 6, 7, 8])
     ap.add_argument("--L", type=int, default=25)
     ap.add_argument("--cap", type=int, default=500)
+    ap.add_argument("--bucket-size", type=int, default=128,
+                    help="slots per bucket (128 as in sampling_evidence.py); a SimHash table has only 2^K buckets")
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--hash-seeds", type=int, default=3, help="independent sets of hash functions per K (mean reported)")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--json", default=None, help="also write the results here")
     a = ap.parse_args(argv)
     from slidebench.engine._lsh_config import MAX_TABLES
-    if min(a.steps, a.cap, a.rows, a.L, a.hash_seeds) < 1 or any(k < 1 or k > 30 for k in a.K):
-        ap.error("--steps, --cap, --rows, --L and --hash-seeds must be >= 1 and each --K in 1..30")
+    if min(a.steps, a.cap, a.rows, a.L, a.hash_seeds, a.bucket_size) < 1 or any(k < 1 or k > 30 for k in a.K):
+        ap.error("--steps, --cap, --rows, --L, --hash-seeds and --bucket-size must be >= 1 and each --K in 1..30")
     if a.L > MAX_TABLES:                # checked before any training: the tables count hits in a byte
         ap.error(f"--L must be at most {MAX_TABLES} (the engine's table limit), got {a.L}")
     jobs = [{"dataset": d, "system": s, "steps": a.steps, "K": a.K, "L": a.L, "cap": a.cap, "rows": a.rows,
-             "hash_seeds": a.hash_seeds}
+             "hash_seeds": a.hash_seeds, "bucket_size": a.bucket_size}
             for d in a.datasets for s in a.systems]
     print(f"{len(jobs)} trainings of {a.steps} steps on {a.workers} worker(s), then SimHash tables "
-          f"(L={a.L}, K in {a.K}, top-{a.cap}) over the trained output layer", flush=True)
+          f"(L={a.L}, K in {a.K}, bucket {a.bucket_size}, top-{a.cap}) over the trained output layer", flush=True)
     with ProcessPoolExecutor(max_workers=max(1, a.workers)) as pool:
         res = list(pool.map(probe, jobs))
     for r in res:
@@ -200,17 +207,18 @@ def main(argv=None) -> int:
               f"{r['rows']} evaluation rows; top-10 agrees with the engine's exact predict "
               f"{r['top10_agrees_with_engine']:.3f}); {r['cap']} uniform neurons: recall@10 "
               f"{r['uniform_recall']:.3f}{eng}")
-        print(f"  {'K':>3} " + "  ".join(f"{v + ': cands, recall@10 [min-max]':>36}" for v in VARIANTS))
-        print(f"  {'cap':>3} " + "  ".join(f"{'nearest in angle: ' + format(r['angle_ceiling'][v], '.3f'):>36}"
+        print(f"  {'K':>3} " + "  ".join(f"{v + ': stored, cands, recall@10 [min-max]':>44}" for v in VARIANTS))
+        print(f"  {'cap':>3} " + "  ".join(f"{'nearest in angle: ' + format(r['angle_ceiling'][v], '.3f'):>44}"
                                            for v in VARIANTS))
-        print(f"  {'cos':>3} " + "  ".join(f"{'top-10 ' + format(r['cos_top10'][v], '.3f') + ', median ' + format(r['cos_median'][v], '.3f'):>36}"
+        print(f"  {'cos':>3} " + "  ".join(f"{'top-10 ' + format(r['cos_top10'][v], '.3f') + ', median ' + format(r['cos_median'][v], '.3f'):>44}"
                                            for v in VARIANTS))
         for K in sorted({x["K"] for x in r["results"]}):
             cells = []
             for v in VARIANTS:
                 x = next(x for x in r["results"] if x["K"] == K and x["variant"] == v)
-                cells.append(f"{x['candidates']:>5.0f}, {x['recall_at_10']:.3f} [{x['recall_min']:.3f}-{x['recall_max']:.3f}]")
-            print(f"  {K:>3} " + "  ".join(f"{c:>36}" for c in cells))
+                cells.append(f"{x['stored']:>4.0%}, {x['candidates']:>5.0f}, {x['recall_at_10']:.3f} "
+                             f"[{x['recall_min']:.3f}-{x['recall_max']:.3f}]")
+            print(f"  {K:>3} " + "  ".join(f"{c:>44}" for c in cells))
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))
     return 0

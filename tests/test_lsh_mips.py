@@ -39,7 +39,7 @@ def test_probe_on_a_trained_engine_network():
     """A few steps of the engine on delicious-small: the numpy top-10 is the engine's exact predict's,
     every variant answers within the cap, and the engine's own recall is reported for an LSH network."""
     r = probe({"dataset": "delicious", "system": "lsh+rand+corr", "steps": 3, "K": [6], "L": 4,
-               "cap": 200, "rows": 16, "hash_seeds": 2})
+               "cap": 200, "rows": 16, "hash_seeds": 2, "bucket_size": 64})
     assert r["top10_agrees_with_engine"] == 1.0
     assert r["uniform_recall"] == 200 / 20000
     assert 0.0 <= r["engine_lsh_recall"] <= 1.0
@@ -47,6 +47,8 @@ def test_probe_on_a_trained_engine_network():
     assert r["angle_ceiling"]["mips"] == 1.0 and r["angle_ceiling"]["centered"] == 1.0   # angle = logit order
     for x in r["results"]:
         assert 0 < x["candidates"] <= 200 and 0.0 <= x["recall_at_10"] <= 1.0
+        # 2^6 buckets of 64 slots hold at most 4,096 of the 20,000 rows in a table
+        assert 0.0 < x["stored"] <= 64 * 64 / 20000 + 1e-9
 
 
 def test_bad_arguments_fail_before_any_training(capsys):
