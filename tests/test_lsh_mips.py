@@ -60,3 +60,27 @@ def test_bad_arguments_fail_before_any_training(capsys):
         assert e.value.code == 2
     err = capsys.readouterr().err
     assert "--L must be at most 255" in err and "--cap" in err
+
+
+def test_sampling_evidence_systems_train_on_the_engine():
+    """Every SLIDE system of benchmarks/sampling_evidence.py (the probes included) is a configuration
+    the engine accepts and trains, with the active-set composition its name says."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    import fakes
+    from benchmarks.sampling_evidence import SYSTEMS
+    from slidebench.trainers import get_trainer
+
+    data = fakes.make_dataset(n_train=256, n_test=64, n_labels=1500)
+    for name, (system, params) in SYSTEMS.items():
+        if system != "slide" or name == "paper":
+            continue
+        tr = get_trainer("slide")()
+        tr.setup(data, dict(params, lr=1e-3), seed=0, n_threads=1)
+        c = tr.train_steps(2).counters
+        assert abs(c["active_lsh"] + c["active_random"] + c["active_labels"] - 1000) <= 2 or name == "full", name
+        if name.startswith("lsh+rand"):
+            assert c["active_random"] == 500 and c["active_lsh"] <= 500, (name, c)
+        if name.endswith("/b4096"):
+            assert tr.net.describe()["table_bytes"] > 0 and tr.net.cfg.bucket_size == 4096
