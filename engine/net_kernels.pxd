@@ -28,10 +28,14 @@ from lsh_query cimport *
 cdef extern from "kernels.h":
     const char* sb_kernels_dispatch()
     float sb_dot(const float* a, const float* b, int n) noexcept nogil
+    void sb_dot_rows(const float* X, long rs, const int* idx, const float* bias, const float* x, int m, int n,
+                     float* out, int pf) noexcept nogil
     void sb_dot_multi(const float* w, float bias, const float* H, long ldh, int nb, int n,
                       float* out) noexcept nogil
     float sb_dot_gather(const float* w, const int* idx, const float* val, int n) noexcept nogil
     void sb_axpy(float a, const float* x, float* y, int n) noexcept nogil
+    void sb_axpy_rows(const float* X, long rs, const int* idx, const float* a, int m, float* y, int n,
+                      int pf) noexcept nogil
     void sb_axpy_scatter(float a, const float* x, const int* idx, float* y, int n) noexcept nogil
     void sb_adam_row(float* w, float* m, float* v, const float* g, int n, float b1, float b2,
                      float lr_t, float eps_t) noexcept nogil
@@ -242,12 +246,12 @@ cdef inline void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept
             row_step_scaled(u, j, u.ent_val[e0], wk.dlt[0] + <long>s * wk.stride[0])
             return
         memset(g, 0, rl * sizeof(float))
-        for e in range(e0, e1):
-            s = u.ent_s[e]
-            dv = u.ent_val[e]
-            if wk.full[0]:
-                sb_axpy(dv, wk.dlt[0] + <long>s * wk.stride[0], g, rl)
-            else:
+        if wk.full[0]:                     # g = sum_e x_e dlt0[s_e], entries in ascending sample order
+            sb_axpy_rows(wk.dlt[0], wk.stride[0], u.ent_s + e0, u.ent_val + e0, e1 - e0, g, rl, 0)
+        else:
+            for e in range(e0, e1):
+                s = u.ent_s[e]
+                dv = u.ent_val[e]
                 sb_axpy_scatter(dv, wk.dlt[0] + <long>s * wk.stride[0], wk.ids[0] + <long>s * wk.stride[0],
                                 g, wk.nact[0][s])
         row_step(u, j, g)
@@ -268,6 +272,14 @@ cdef inline void update_row(Net* net, Work* wk, Upd* u, int t, int tid) noexcept
             bias_step(u, net.b[l], j, dv)
             return
     memset(g, 0, rl * sizeof(float))
+    if not u.dense_rows and wk.full[l - 1]:
+        # g = sum_e dlt_e act[s_e] over the row's entries (ascending sample order), the bias the same sum
+        for e in range(e0, e1):
+            gb = gb + u.ent_val[e]
+        sb_axpy_rows(wk.act[l - 1], wk.stride[l - 1], u.ent_s + e0, u.ent_val + e0, e1 - e0, g, rl, 0)
+        row_step(u, j, g)
+        bias_step(u, net.b[l], j, gb)
+        return
     for e in range(e0, e1):
         if u.dense_rows:
             s = e

@@ -155,10 +155,7 @@ cdef inline void forward_layer(Net* net, Work* wk, int l, int s, int slot) noexc
     if l == 0:
         if ids_s == NULL:
             memcpy(out, bb, n_out * sizeof(float))
-            for q in range(nx):
-                if q + PF_AHEAD < nx:
-                    sb_prefetch_row(W + <long>xi[q + PF_AHEAD] * rs, n_out)
-                sb_axpy(xv[q], W + <long>xi[q] * rs, out, n_out)
+            sb_axpy_rows(W, rs, xi, xv, nx, out, n_out, PF_AHEAD)      # the nx weight rows, prefetched
         else:
             for i in range(n):
                 j = ids_s[i]
@@ -171,14 +168,9 @@ cdef inline void forward_layer(Net* net, Work* wk, int l, int s, int slot) noexc
         pin = wk.act[l - 1] + <long>pslot * wk.stride[l - 1]
         if wk.full[l - 1]:
             if ids_s == NULL:
-                for j in range(n_out):
-                    out[j] = bb[j] + sb_dot(W + <long>j * rs, pin, n_in)
-            else:
-                for i in range(n):
-                    if i + PF_AHEAD < n:
-                        sb_prefetch_row(W + <long>ids_s[i + PF_AHEAD] * rs, n_in)
-                    j = ids_s[i]
-                    out[i] = bb[j] + sb_dot(W + <long>j * rs, pin, n_in)
+                sb_dot_rows(W, rs, NULL, bb, pin, n_out, n_in, out, 0)
+            else:                           # the active rows, prefetched PF_AHEAD ahead
+                sb_dot_rows(W, rs, ids_s, bb, pin, n, n_in, out, PF_AHEAD)
         else:
             pids = wk.ids[l - 1] + <long>pslot * wk.stride[l - 1]
             pn = wk.nact[l - 1][pslot]
@@ -331,10 +323,8 @@ cdef inline void backward(Net* net, Work* wk, int L, int slot) noexcept nogil:
         pin = wk.act[l - 1] + <long>slot * wk.stride[l - 1]
         pn = wk.nact[l - 1][slot]
         memset(dp, 0, pn * sizeof(float))
-        if wk.full[l - 1]:
-            for i in range(n):
-                j = i if ids_s == NULL else ids_s[i]
-                sb_axpy(d[i], W + <long>j * rs, dp, n_in)
+        if wk.full[l - 1]:                  # dp = sum_i d[i] W[j_i], the rows in active-set order
+            sb_axpy_rows(W, rs, ids_s, d, n, dp, n_in, 0)
         else:
             pids = wk.ids[l - 1] + <long>slot * wk.stride[l - 1]
             for i in range(n):

@@ -100,7 +100,8 @@ def assert_params_close(net_params, ref_params, rtol=2e-4, atol=2e-6):
 # ------------------------------------------------------------------------------- exactness
 
 
-@pytest.mark.parametrize("hidden", [[16], [16, 8]])
+# 80 = 64 + 16 and 144 = 2 x 64 + 16: the row kernels' 64-wide register blocks and their remainder
+@pytest.mark.parametrize("hidden", [[16], [16, 8], [80], [144, 72]])
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_full_sampler_step_equals_numpy_reference(hidden, optimizer):
     rng = np.random.default_rng(3)
@@ -398,6 +399,28 @@ def test_sampled_hidden_layers_equal_masked_numpy_reference(hidden):
         act = net.last_active_layers
         for l, n in enumerate(hidden):      # hidden layers really sampled: half of each layer per sample
             assert all(len(a) == net.cfg.target(l) == -(-n // 2) for a in act[l])
+        loss_ref = masked_reference_step(ref, X, Y, act)
+        assert loss == pytest.approx(loss_ref, rel=1e-4, abs=1e-6)
+        assert_params_close(net.get_params(), ref.p)
+
+
+@pytest.mark.parametrize("hidden", [[80], [144, 72]])
+def test_sampled_output_over_wide_hidden_layers_equals_masked_numpy_reference(hidden):
+    """The default shape: hidden layers computed in full, the output sampled (random). Hidden widths
+    past 64 run the row kernels' register blocks (sb_axpy_rows, sb_dot_rows) and their remainder in
+    the forward, the backward through the active rows and the updates."""
+    rng = np.random.default_rng(13)
+    F, C, b = 50, 120, 16
+    net = Network.from_params(F, C, {"hidden": hidden, "sampler": "random", "active": 30, "lr": 1e-2,
+                                     "init_std": 0.2}, seed=4, n_threads=2)
+    net.debug_keep_active = True
+    ref = NumpyNet(net.get_params(), "adam", lr=1e-2)
+    for it in range(3):
+        X, Y = random_batch(rng, b, F, C, empty_label_rows=(3,) if it == 1 else ())
+        loss = net.train_batch(X, Y)
+        out = net.last_active_layers[-1]
+        assert all(len(a) < C for a in out)                 # the output really sampled
+        act = [[np.arange(n)] * b for n in hidden] + [out]
         loss_ref = masked_reference_step(ref, X, Y, act)
         assert loss == pytest.approx(loss_ref, rel=1e-4, abs=1e-6)
         assert_params_close(net.get_params(), ref.p)
