@@ -3,8 +3,10 @@
 Shapes are moderate (20,000 features, 10,000 labels, hidden 128, batch 128) so that
 ``asv run --python=same --quick`` (``make asv``) finishes in a few minutes on 2 cores.
 
-* ``time_*``: one training step, hashing a batch of hidden activations, a full table rebuild of the
-  output layer, predict_topk on 1,000 rows; parameters: thread count (1, 2) and hash family.
+* ``time_*``: one training step (an LSH vanilla sampler per hash family, and the `default`
+  configuration: 1,000 uniform output neurons with the sampling correction), hashing a batch of
+  hidden activations, a full table rebuild of the output layer, predict_topk on 1,000 rows;
+  parameters: thread count (1, 2) and hash family.
 * ``peakmem_*``: a few training steps from scratch (network, tables, optimiser state).
 * ``track_*``: P@1 after a fixed number of steps on a tiny planted task at one thread (deterministic),
   so an accuracy regression shows up in asv like a speed regression.
@@ -105,6 +107,33 @@ class TrainStep(_Stable):
         return self.net.train_batch(self.X[lo:lo + BATCH], self.Y[lo:lo + BATCH])
 
     def time_train_step(self, threads, family):
+        self._step()
+
+
+class TrainStepDefault(_Stable):
+    """One step of the engine's `default` configuration as the SLIDE trainer runs it (labels + 1,000
+    uniform output neurons, the sampling correction): the path of the headline runs, no tables."""
+
+    params = (THREADS,)
+    param_names = ["threads"]
+    number = 2
+
+    def setup(self, threads):
+        from slidebench.engine import Network
+        self.X, self.Y = planted(BATCH * 16, seed=1)
+        self.net = Network.from_params(N_FEATURES, N_LABELS, {"hidden": [HIDDEN], "sampler": "random",
+                                                              "active": 1000, "correction": "logq", "lr": 3e-3},
+                                       seed=0, n_threads=threads)
+        self.i = 0
+        for _ in range(4):
+            self._step()
+
+    def _step(self):
+        lo = (self.i % 16) * BATCH
+        self.i += 1
+        return self.net.train_batch(self.X[lo:lo + BATCH], self.Y[lo:lo + BATCH])
+
+    def time_train_step(self, threads):
         self._step()
 
 
