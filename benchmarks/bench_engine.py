@@ -110,7 +110,7 @@ class TrainStep(_Stable):
         self._step()
 
 
-class TrainStepDefault(_Stable):
+class TrainStepDefault(TrainStep):
     """One step of the engine's `default` configuration as the SLIDE trainer runs it (labels + 1,000
     uniform output neurons, the sampling correction): the path of the headline runs, no tables."""
 
@@ -125,13 +125,8 @@ class TrainStepDefault(_Stable):
                                                               "active": 1000, "correction": "logq", "lr": 3e-3},
                                        seed=0, n_threads=threads)
         self.i = 0
-        for _ in range(4):
+        for _ in range(4):           # warm-up: first-touch of the optimiser state (TrainStep's _step)
             self._step()
-
-    def _step(self):
-        lo = (self.i % 16) * BATCH
-        self.i += 1
-        return self.net.train_batch(self.X[lo:lo + BATCH], self.Y[lo:lo + BATCH])
 
     def time_train_step(self, threads):
         self._step()
