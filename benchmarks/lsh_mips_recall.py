@@ -11,7 +11,7 @@ need not be the rows nearest in angle (docs/engine.md "Sampling: the evidence": 
 500-candidate LSH share was 0.27-0.33 on delicious-small and 0.02-0.03 on amazon-small). This probe
 trains a network with the engine (`benchmarks/sampling_evidence.py`'s systems, seed 0, its tuned lr,
 one thread), then, on the trained output layer and the hidden activations of `--rows` evaluation
-points, builds SimHash tables (`LSHIndex`, the engine's own kernels) three ways and queries each in
+points, builds SimHash tables (`LSHIndex`, the engine's own kernels) four ways and queries each in
 the `topk` mode capped at `--cap` candidates:
 
 * ``plain``: rows ``w_j``, queries ``h`` (what the engine does);
@@ -53,6 +53,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TUNED_LR = {("delicious", "random+corr"): 3e-3, ("delicious", "lsh+rand+corr"): 3e-3,
             ("amazon", "random+corr"): 1e-2, ("amazon", "lsh+rand+corr"): 1e-2}
 VARIANTS = ("plain", "bias", "mips", "centered")
+#: training points whose mean hidden activation centres the queries of ``centered``
+MU_ROWS = 2000
 
 
 def augment(W, b, variant: str, mu=None):
@@ -126,7 +128,7 @@ def probe(job: dict) -> dict:
     net = tr.net
     H = _hidden(net, Xe)
     # the centring vector from training points (never the evaluation rows it is scored on)
-    mu = _hidden(net, data.X_train[: job.get("mu_rows", 2000)]).mean(0)
+    mu = _hidden(net, data.X_train[:MU_ROWS]).mean(0)
     W = np.asarray(net._core.W[1])
     b = np.asarray(net._core.b[1])
     logits = H.astype(np.float64) @ W.T.astype(np.float64) + b
@@ -134,8 +136,7 @@ def probe(job: dict) -> dict:
     engine_top = net.predict_topk(Xe, 10, mode="exact")
     out = {"dataset": job["dataset"], "system": job["system"], "steps": job["steps"], "rows": len(sub),
            "n_outputs": int(W.shape[0]), "cap": job["cap"], "L": job["L"],
-           "top10_agrees_with_engine": float(np.mean([np.intersect1d(a, e).size / 10
-                                                     for a, e in zip(top, engine_top)])),
+           "top10_agrees_with_engine": recall_at(list(engine_top), top),
            "uniform_recall": job["cap"] / W.shape[0], "results": []}
     if net._tabled:
         out["engine_lsh_recall"] = net.lsh_recall(Xe, 10)

@@ -70,6 +70,16 @@ SB_CLONES static float sb_dot(const float* restrict a, const float* restrict b, 
     return sb_dot_body(a, b, n);
 }
 
+/* hint the cache to fetch n floats from p (a weight row about to be used) */
+static inline void sb_prefetch_row(const float* p, int n) {
+    for (int i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
+}
+
+/* same, for a row about to be written */
+static inline void sb_prefetch_row_w(const float* p, int n) {
+    for (int i = 0; i < n; i += 16) __builtin_prefetch(p + i, 1, 3);
+}
+
 /* out[i] = bias[r_i] + sb_dot(X + r_i * rs, x, n) for i < m, r_i = idx[i] (i when idx is NULL), each
  * bitwise as sb_dot gives it (the same body, inlined); pf > 0 prefetches row i + pf while on row i.
  * One call for a sample's active rows instead of a dispatched call per row. */
@@ -77,10 +87,7 @@ SB_CLONES static void sb_dot_rows(const float* restrict X, long rs, const int* r
                                   const float* restrict bias, const float* restrict x, int m, int n,
                                   float* restrict out, int pf) {
     for (int i = 0; i < m; i++) {
-        if (pf > 0 && i + pf < m) {
-            const float* p = X + (long)(idx ? idx[i + pf] : i + pf) * rs;
-            for (int c = 0; c < n; c += 16) __builtin_prefetch(p + c, 0, 3);
-        }
+        if (pf > 0 && i + pf < m) sb_prefetch_row(X + (long)(idx ? idx[i + pf] : i + pf) * rs, n);
         const long r = idx ? idx[i] : i;
         out[i] = bias[r] + sb_dot_body(X + r * rs, x, n);
     }
@@ -127,16 +134,6 @@ SB_CLONES static float sb_dot_gather(const float* restrict w, const int* restric
     return s;
 }
 
-/* hint the cache to fetch n floats from p (a weight row about to be used) */
-static inline void sb_prefetch_row(const float* p, int n) {
-    for (int i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, 3);
-}
-
-/* same, for a row about to be written */
-static inline void sb_prefetch_row_w(const float* p, int n) {
-    for (int i = 0; i < n; i += 16) __builtin_prefetch(p + i, 1, 3);
-}
-
 /* y[i] += a * x[i] */
 SB_CLONES static void sb_axpy(float a, const float* restrict x, float* restrict y, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
@@ -157,10 +154,7 @@ SB_CLONES static void sb_axpy_rows(const float* restrict X, long rs, const int* 
         sb_v16 y0 = sb_load16(y + k0), y1 = sb_load16(y + k0 + SB_LANES);
         sb_v16 y2 = sb_load16(y + k0 + 2 * SB_LANES), y3 = sb_load16(y + k0 + 3 * SB_LANES);
         for (int i = 0; i < m; i++) {
-            if (pf > 0 && k0 == 0 && i + pf < m) {
-                const float* p = X + (long)(idx ? idx[i + pf] : i + pf) * rs;
-                for (int c = 0; c < n; c += 16) __builtin_prefetch(p + c, 0, 3);
-            }
+            if (pf > 0 && k0 == 0 && i + pf < m) sb_prefetch_row(X + (long)(idx ? idx[i + pf] : i + pf) * rs, n);
             const float* x = X + (long)(idx ? idx[i] : i) * rs + k0;
             const float ai = a[i];
             y0 += ai * sb_load16(x);
