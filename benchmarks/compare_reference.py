@@ -3,7 +3,14 @@
 For every claim of the verdict table (``slidebench/reporting/verdict.py``), both runs' outcome and the
 first speedup each measured (median [min, max] over seeds, as printed in REPORT.md); a claim
 *agrees* when the outcomes are the same, and its ratio *stays within spread* when the rerun's median
-lies inside the reference's [min, max] (a claim without a ratio is judged on its outcome only).
+lies inside the reference's stated spread (a claim without a ratio is judged on its outcome only).
+
+The stated spread is the one the verdict rule uses: a ratio of two measured times, [min, max] over
+seeds widened by ``TIMING_DRIFT`` (``slidebench/reporting/catalogue.py``: how far such a ratio moved
+between a reference and its rerun of the same code on this machine), i.e. [min / D, max * D]; a lower
+bound (``>``: the baseline never reached the level) claims only [min / D, inf), so a rerun whose lower
+bound rose is consistent with it, and an upper bound (``<``) (0, max * D]. Each line also says whether
+the rerun's median lies inside the seeds' own [min, max]; ``--drift 1`` makes that the check.
 
 A speedup is a ratio at an accuracy level (a fraction of the best P@1 in the run), and the verdict picks
 the highest level the baseline reached in every seed, which can move between runs (delicious: 70% of
@@ -87,6 +94,29 @@ def _fmt(r) -> str:
     return f"{r[0]}{r[1]:.2f}x [{r[2]:.2f}, {r[3]:.2f}]"
 
 
+def stated_spread(r: tuple[str, float, float, float], drift: float) -> tuple[float, float]:
+    """The interval a verdict's ratio (bound, median, min, max) claims, widened by the run-to-run drift."""
+    bound, _, lo, hi = r
+    if bound == ">":
+        return lo / drift, float("inf")
+    if bound == "<":
+        return 0.0, hi * drift
+    return lo / drift, hi * drift
+
+
+def consistent(ref: tuple[str, float, float, float], new: tuple[str, float, float, float],
+               drift: float) -> bool:
+    """Whether the rerun's ratio (its median, a bound where it is one) can hold together with the
+    reference's stated spread: a lower bound only needs to lie below its top, an upper bound above its
+    bottom, a measured ratio inside it."""
+    lo, hi = stated_spread(ref, drift)
+    if new[0] == ">":
+        return new[1] <= hi
+    if new[0] == "<":
+        return new[1] >= lo
+    return lo <= new[1] <= hi
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("reference")
@@ -94,11 +124,21 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="+", help="only the claims of these experiments")
     ap.add_argument("--also", nargs="+", default=[], metavar="RUN",
                     help="earlier runs' results folders: the spread becomes the union of theirs and the reference's")
+    ap.add_argument("--drift", type=float, default=None,
+                    help="the run-to-run drift factor that widens a ratio's seed spread (default: "
+                         "slidebench.reporting.catalogue.TIMING_DRIFT; 1 = the seeds' [min, max] only)")
     a = ap.parse_args(argv)
+    if a.drift is None:
+        from slidebench.reporting.catalogue import TIMING_DRIFT
+        a.drift = TIMING_DRIFT
+    if not a.drift >= 1:
+        ap.error(f"--drift must be a factor >= 1, got {a.drift}")
     (ref, ref_sums), (new, new_sums) = table(a.reference, a.only), table(a.rerun, a.only)
     pooled = [table(d, a.only) for d in a.also]
     if pooled:
         print(f"spread: the union over the reference and {len(pooled)} earlier run(s)")
+    print(f"stated spread: the seeds' [min, max] widened by the run-to-run drift {a.drift:g}x "
+          "(a lower bound: up to inf)")
     bad = 0
     print(f"{'claim':16s} {'reference (level)':>34s} {'rerun at that level':>26s}  moved   outcome")
     for cid in ref.index:
@@ -124,16 +164,19 @@ def main(argv=None) -> int:
                 extra = (f"    (the rerun's own headline ratio: {_fmt(nn)}"
                          + (f" at {nl[1]:.0%} of the best on {nl[0]})" if nl else ")"))
             cmp = at or nn
-            inside = rr[2] <= cmp[1] <= rr[3]
+            inside = consistent(rr, cmp, a.drift)
+            seeds = rr[2] <= cmp[1] <= rr[3]
             moved = f"{cmp[1] / rr[1]:5.2f}x" if rr[1] else "  -  "
             rtxt = _fmt(rr) + (f" ({lvl[1]:.0%})" if lvl else "")
             ntxt = _fmt(cmp)
         else:
-            inside, moved, rtxt, ntxt = True, "  -  ", "-", "-"
+            inside, seeds, moved, rtxt, ntxt = True, True, "  -  ", "-", "-"
         ok = same and inside
         bad += not ok
-        print(f"{cid:16s} {rtxt:>34s} {ntxt:>26s}  {moved}  "
-              f"{'agrees' if same else 'DIFFERS'}{'' if inside else ', ratio OUTSIDE the reference spread'}")
+        where = ("" if rtxt == "-" else ", inside the seeds' range" if seeds
+                 else ", inside the stated spread (outside the seeds' range)" if inside
+                 else ", ratio OUTSIDE the reference's stated spread")
+        print(f"{cid:16s} {rtxt:>34s} {ntxt:>26s}  {moved}  {'agrees' if same else 'DIFFERS'}{where}")
         if extra:
             print(extra)
         if not same:

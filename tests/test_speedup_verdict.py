@@ -116,10 +116,19 @@ def test_speedup_contexts_do_not_mix_datasets():
 # --------------------------------------------------------------------------------- verdicts
 
 def test_direction_rules():
-    assert verdict.direction(1.2, 3.0, "") == verdict.HOLDS
-    assert verdict.direction(0.2, 0.9, "") == verdict.NOT_HOLDS
+    d = verdict.TIMING_DRIFT
+    assert d > 1
+    assert verdict.direction(d * 1.01, 3.0, "") == verdict.HOLDS
+    assert verdict.direction(0.2, 0.99 / d, "") == verdict.NOT_HOLDS
     assert verdict.direction(0.8, 1.3, "") == verdict.INCONCLUSIVE
-    assert verdict.direction(1.1, 1.5, ">") == verdict.HOLDS            # a lower bound above 1
+    # two measured times: every seed above 1 but not beyond the machine's run-to-run drift decides nothing
+    assert verdict.direction(1.05, d * 0.99, "") == verdict.INCONCLUSIVE
+    assert verdict.direction(1.0 / (d * 0.99), 0.95, "") == verdict.INCONCLUSIVE
+    assert verdict.direction(1.2, 1.3, "", drift=1.0) == verdict.HOLDS          # the plain rule, drift 1
+    with pytest.raises(ValueError, match="drift"):
+        verdict.direction(1.2, 1.3, "", drift=0.5)
+    assert verdict.direction(1.1, 1.5, ">") == verdict.HOLDS            # a lower bound above 1 (no drift:
+    # no speed of the hour turns "the baseline never reached it" into "reached it first")
     assert verdict.direction(0.5, 0.9, ">") == verdict.INCONCLUSIVE     # a lower bound below 1 says nothing
     assert verdict.direction(0.5, 0.9, "<") == verdict.NOT_HOLDS
     assert verdict.direction(1.5, 2.0, "<") == verdict.INCONCLUSIVE
@@ -179,7 +188,7 @@ def test_every_level_quotes_levels_with_a_spread_but_judges_all():
     sel = Selector("tf_full_softmax", "tuned")
     out, text = verdict._every_level(pd.DataFrame(rows), sel, "d")
     assert out == verdict.HOLDS and "2.2x [2.1, 2.4] at 90%" in text and "100%" not in text
-    rows[2].update(speedup_median=0.8, speedup_min=0.8, speedup_max=0.8, bound="")
+    rows[2].update(speedup_median=0.6, speedup_min=0.6, speedup_max=0.6, bound="")     # below 1/drift
     out, text = verdict._every_level(pd.DataFrame(rows), sel, "d")
     assert out == verdict.NOT_HOLDS and "slower at 100%" in text
 

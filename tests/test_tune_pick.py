@@ -1,4 +1,6 @@
 """benchmarks/tune_pick.py: the choice rule of `make tune` (no training)."""
+import pytest
+
 from benchmarks.tune_pick import _find, choose
 
 
@@ -52,15 +54,42 @@ def test_compare_reference_also_widens_the_spread_to_the_earlier_runs(monkeypatc
     def t(measured, verdict="holds"):
         return pd.DataFrame({"claim": ["c1"], "experiment": ["fig5"], "verdict": [verdict],
                              "measured": [measured]}).set_index("claim")
-    tables = {"ref": t("> 2.2x [2.1, 2.4]"), "old": t("> 1.9x [1.9, 2.0]"), "new": t("> 1.95x [1.9, 2.0]"),
-              "flip": t("> 2.2x [2.1, 2.4]", "does not hold")}
+    tables = {"ref": t("2.2x [2.1, 2.4]"), "old": t("1.9x [1.9, 2.0]"), "new": t("1.95x [1.9, 2.0]"),
+              "flip": t("2.2x [2.1, 2.4]", "does not hold")}
     monkeypatch.setattr(cr, "table", lambda d, only: (tables[d], {}))
-    assert cr.main(["ref", "new"]) == 1                       # 1.95 is outside the reference's [2.1, 2.4]
+    assert cr.main(["ref", "new", "--drift", "1"]) == 1       # 1.95 is outside the reference's [2.1, 2.4]
     assert "OUTSIDE" in capsys.readouterr().out
-    assert cr.main(["ref", "new", "--also", "old"]) == 0      # inside the union [1.9, 2.4]
+    assert cr.main(["ref", "new", "--also", "old", "--drift", "1"]) == 0      # inside the union [1.9, 2.4]
     out = capsys.readouterr().out
     assert "union over the reference and 1 earlier run" in out and "[1.90, 2.40]" in out
     assert cr.main(["ref", "flip", "--also", "old"]) == 1     # a verdict that flips is never excused
+
+
+def test_compare_reference_widens_a_ratio_by_the_drift_and_reads_bounds_one_sided(monkeypatch, capsys):
+    import pandas as pd
+
+    import benchmarks.compare_reference as cr
+
+    def t(measured, verdict="holds"):
+        return pd.DataFrame({"claim": ["c1"], "experiment": ["fig5"], "verdict": [verdict],
+                             "measured": [measured]}).set_index("claim")
+    tables = {"ref": t("2.0x [1.8, 2.2]"), "near": t("1.5x [1.4, 1.6]"), "far": t("1.2x [1.1, 1.3]"),
+              "lb": t("> 1.2x [1.0, 1.2]"), "lb_up": t("> 1.6x [1.4, 1.7]"), "lb_down": t("> 0.9x [0.8, 1.0]"),
+              "exact_low": t("0.8x [0.7, 0.9]")}
+    monkeypatch.setattr(cr, "table", lambda d, only: (tables[d], {}))
+    assert cr.main(["ref", "near", "--drift", "1.4"]) == 0    # 1.5 in [1.8/1.4, 2.2*1.4] = [1.29, 3.08]
+    assert "inside the stated spread (outside the seeds' range)" in capsys.readouterr().out
+    assert cr.main(["ref", "far", "--drift", "1.4"]) == 1     # 1.2 below 1.29
+    assert "OUTSIDE" in capsys.readouterr().out
+    assert cr.main(["ref", "near", "--drift", "1"]) == 1      # the seeds' range alone
+    # two lower bounds are both true whatever their values; a lower bound only needs to stay below the top
+    assert cr.main(["lb", "lb_up"]) == 0 and cr.main(["lb", "lb_down"]) == 0
+    assert cr.main(["ref", "lb_up", "--drift", "1.4"]) == 0
+    # a measured ratio must not fall below a lower bound by more than the drift: 0.8 < 1.0 / 1.2
+    assert cr.main(["lb", "exact_low", "--drift", "1.2"]) == 1
+    assert cr.main(["lb", "exact_low", "--drift", "1.4"]) == 0     # 0.8 >= 1.0 / 1.4
+    with pytest.raises(SystemExit):
+        cr.main(["ref", "near", "--drift", "0.5"])
 
 
 def test_compare_reference_compares_ratios_at_the_references_level(monkeypatch, capsys):
@@ -93,6 +122,6 @@ def test_compare_reference_compares_ratios_at_the_references_level(monkeypatch, 
     out = capsys.readouterr().out
     assert "1.29x [1.19, 1.49] (70%)" in out and "1.40x [1.20, 1.50]" in out
     assert "own headline ratio: 1.60x [1.60, 1.70] at 60%" in out
-    new[1]["fig5"].speedup.loc[1, "speedup_median"] = 1.6   # the same level, now outside the spread
-    assert cr.main(["ref", "new"]) == 1
+    new[1]["fig5"].speedup.loc[1, "speedup_median"] = 1.6   # the same level, now outside the seeds' spread
+    assert cr.main(["ref", "new", "--drift", "1"]) == 1
     assert "OUTSIDE" in capsys.readouterr().out

@@ -3,8 +3,9 @@
 ``judge(claim, summaries)`` returns a ``Verdict``: what this run measured (a ratio with its spread over
 seeds) and one of the outcomes below. A rule sees summaries only (``Summary`` objects).
 
-Direction rules on a speedup (baseline time / SLIDE time to the same accuracy, per seed):
-* exact over every seed: min > 1 -> holds; max < 1 -> does not hold; otherwise inconclusive;
+Direction rules on a speedup (baseline time / SLIDE time to the same accuracy, per seed), with
+``D = catalogue.TIMING_DRIFT``, the run-to-run drift of a time ratio on one machine (measured, see there):
+* exact over every seed: min > D -> holds; max < 1/D -> does not hold; otherwise inconclusive;
 * a lower bound (the baseline never reached the level in some seed): min > 1 -> holds, else inconclusive;
 * an upper bound (SLIDE never reached it in some seed): max < 1 -> does not hold, else inconclusive.
 A claim tested against a tuned baseline that does not hold against it but does against the 2019
@@ -18,7 +19,7 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from .catalogue import ACCURACY_TOLERANCE, CLAIMS, Claim, Selector
+from .catalogue import ACCURACY_TOLERANCE, CLAIMS, TIMING_DRIFT, Claim, Selector
 from .speedup import bound_str, speedup_text
 from .summaries import Summary, run_params
 
@@ -29,7 +30,7 @@ HOLDS = "holds"
 NOT_HOLDS = "does not hold"
 PAPER_ONLY = "holds only under the paper's protocol"
 NOT_MEASURED = "not measured here"
-INCONCLUSIVE = "inconclusive (spread straddles 1)"
+INCONCLUSIVE = "inconclusive (not every seed clear of parity)"
 UNDECIDED = "inconclusive"          # a claim the run's accuracy cannot decide (the note says why)
 MIXED = "mixed"
 
@@ -41,14 +42,21 @@ class Verdict:
     note: str = ""
 
 
-def direction(lo: float, hi: float, bound: str = "") -> str:
-    """The outcome of a speedup whose seeds span [lo, hi]; ``bound`` as in the speedup table."""
+def direction(lo: float, hi: float, bound: str = "", drift: float = TIMING_DRIFT) -> str:
+    """The outcome of a speedup whose seeds span [lo, hi]; ``bound`` as in the speedup table. A ratio of
+    two measured times must clear ``drift`` (>= 1) in every seed; a one-sided bound must clear 1."""
     bound = bound_str(bound)
     if bound == "neither" or not (np.isfinite(lo) and np.isfinite(hi)):
         return NOT_MEASURED
-    if bound in ("", ">") and lo > 1:
+    if drift < 1:
+        raise ValueError(f"drift must be >= 1 (a factor), got {drift}")
+    if bound == ">":
+        return HOLDS if lo > 1 else INCONCLUSIVE
+    if bound == "<":
+        return NOT_HOLDS if hi < 1 else INCONCLUSIVE
+    if lo > drift:
         return HOLDS
-    if bound in ("", "<") and hi < 1:
+    if hi < 1 / drift:
         return NOT_HOLDS
     return INCONCLUSIVE
 
