@@ -490,3 +490,21 @@ def test_a_log_y_axis_over_decades_is_ticked_1_2_5_and_a_narrow_one_densely():
     assert mant <= {1.0, 2.0, 5.0} and len(ticks(wide)) >= 4
     assert {1.2, 1.5} <= {round(v, 6) for v in ticks(narrow)}
     plt.close(fig)
+
+
+def test_speedup_figure_shades_the_verdicts_parity_zone(results, monkeypatch, tmp_path):
+    """The speedup figure shows the zone (1/TIMING_DRIFT .. TIMING_DRIFT) inside which the verdict
+    calls a ratio of two measured times parity, so the figure and the verdict table read alike."""
+    from slidebench.reporting import figures_train
+    from slidebench.reporting.catalogue import TIMING_DRIFT
+    from slidebench.reporting.summaries import load_summary
+    got = []
+    monkeypatch.setattr(figures_train, "_finish", lambda fig, *a, **k: got.append(fig) or [])
+    figures_train.fig_speedup(load_summary(results, "fig5"), tmp_path)
+    assert len(got) == 1
+    for ax in got[0].axes:
+        zones = [p for p in ax.patches if "run-to-run drift" in str(p.get_label())]
+        assert len(zones) == 1, [p.get_label() for p in ax.patches]
+        ys = zones[0].get_patch_transform().transform(zones[0].get_path().vertices)[:, 1]
+        assert ys.min() == pytest.approx(1 / TIMING_DRIFT) and ys.max() == pytest.approx(TIMING_DRIFT)
+        assert any("run-to-run drift" in t.get_text() for t in ax.get_legend().get_texts())

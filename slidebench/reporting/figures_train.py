@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .catalogue import SPEEDUP_TITLE, TITLES
+from .catalogue import SPEEDUP_TITLE, TIMING_DRIFT, TITLES
 from .drawing import _curves_panel, _finish, _new_fig, _target, curve_groups, plain_log_axis, shared_legend
 from .formatting import _param_cols, _strcol, _uniq, _val, footer_text
 from .style import Style, style_for
@@ -270,7 +270,8 @@ def fig_protocol(s: Summary, out_dir: Path) -> list[Path]:
 def fig_speedup(s: Summary, out_dir: Path) -> list[Path]:
     """SLIDE's speedup over each baseline against accuracy level (fraction of the best P@1 a system
     reached, ``speedup.anchor_p1``): median over seeds, band min..max (none from one seed); open markers where the value is
-    a lower bound (the baseline did not reach the level within its budget in some seed)."""
+    a lower bound (the baseline did not reach the level within its budget in some seed); a grey zone
+    from 1/TIMING_DRIFT to TIMING_DRIFT, inside which a measured ratio decides no verdict."""
     sp = s.speedup
     if sp is None or len(sp) == 0:
         return []
@@ -304,6 +305,9 @@ def fig_speedup(s: Summary, out_dir: Path) -> list[Path]:
                                 color=st.color, alpha=0.15, lw=0)
             drawn += 1
         ax.axhline(1.0, color="#555555", lw=0.8, ls=":")
+        # the verdict's parity zone: a ratio of two measured times inside it decides nothing
+        ax.axhspan(1 / TIMING_DRIFT, TIMING_DRIFT, color="#888888", alpha=0.10, lw=0,
+                   label=f"run-to-run drift (1/{TIMING_DRIFT:g}x..{TIMING_DRIFT:g}x)")
         plain_log_axis(ax, "y")
         ax.set_xlabel("accuracy level (fraction of the best P@1 reached)")
         ax.set_ylabel("SLIDE's speedup (baseline time / SLIDE time)")
