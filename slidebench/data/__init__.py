@@ -18,8 +18,8 @@ from ..contract import Dataset
 from ._progress import note
 from .stats import dataset_stats, format_stats, knn_precision
 from .synthetic import GENERATOR_VERSION, PRESETS, SCALES, generate, get_spec, spec_sha256, write_files
-from .xmlrepo import (READER_VERSION, XMLRepoFormatError, atomic_savez, csr_from_arrays, csr_to_arrays,
-                      file_sha256, read_header, read_xmlrepo, write_xmlrepo)
+from .files import atomic_savez, csr_from_arrays, csr_to_arrays, file_sha256
+from .xmlrepo import READER_VERSION, XMLRepoFormatError, read_header, read_xmlrepo, write_xmlrepo
 
 __all__ = ["load_dataset", "read_xmlrepo", "write_xmlrepo", "dataset_stats", "format_stats", "knn_precision",
            "XMLRepoFormatError", "generate", "write_files", "PRESETS", "SCALES", "REAL_LAYOUT", "find_real_files",

@@ -333,7 +333,8 @@ def write_files(preset: str, scale: str, out_dir, *, seed: int = 0, progress: bo
     """Stream a synthetic set to ``out_dir/{train,test}.txt`` in the XMLRepository format, one block
     at a time (memory: one block, never the whole set). Files are written to temporary names and
     moved into place when complete. Returns {"train": path, "test": path}."""
-    from .xmlrepo import atomic_open, format_lines
+    from .files import atomic_open
+    from .xmlrepo import format_lines
     seed = _check_seed(seed)
     spec = spec or get_spec(preset, scale)
     model = _Model(spec, seed)
