@@ -125,6 +125,9 @@ def test_direction_rules():
     assert verdict.direction(1.05, d * 0.99, "") == verdict.INCONCLUSIVE
     assert verdict.direction(1.0 / (d * 0.99), 0.95, "") == verdict.INCONCLUSIVE
     assert verdict.direction(1.2, 1.3, "", drift=1.0) == verdict.HOLDS          # the plain rule, drift 1
+    # bounds of both kinds over the seeds ("mixed") decide nothing, however far from 1
+    assert verdict.direction(d * 2, d * 3, "mixed") == verdict.INCONCLUSIVE
+    assert verdict.direction(0.1 / d, 0.2 / d, "mixed") == verdict.INCONCLUSIVE
     with pytest.raises(ValueError, match="drift"):
         verdict.direction(1.2, 1.3, "", drift=0.5)
     assert verdict.direction(1.1, 1.5, ">") == verdict.HOLDS            # a lower bound above 1 (no drift:

@@ -54,6 +54,8 @@ def direction(lo: float, hi: float, bound: str = "", drift: float = TIMING_DRIFT
         return HOLDS if lo > 1 else INCONCLUSIVE
     if bound == "<":
         return NOT_HOLDS if hi < 1 else INCONCLUSIVE
+    if bound != "":                  # "mixed": bounds of both kinds over the seeds decide nothing
+        return INCONCLUSIVE
     if lo > drift:
         return HOLDS
     if hi < 1 / drift:
