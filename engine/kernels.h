@@ -80,6 +80,11 @@ static inline void sb_prefetch_row_w(const float* p, int n) {
     for (int i = 0; i < n; i += 16) __builtin_prefetch(p + i, 1, 3);
 }
 
+/* row i of a row list: X + r_i * rs with r_i = idx[i], or i when idx is NULL (all rows in order) */
+static inline const float* sb_row_at(const float* X, long rs, const int* idx, int i) {
+    return X + (long)(idx ? idx[i] : i) * rs;
+}
+
 /* out[i] = bias[r_i] + sb_dot(X + r_i * rs, x, n) for i < m, r_i = idx[i] (i when idx is NULL), each
  * bitwise as sb_dot gives it (the same body, inlined); pf > 0 prefetches row i + pf while on row i.
  * One call for a sample's active rows instead of a dispatched call per row. */
@@ -87,7 +92,7 @@ SB_CLONES static void sb_dot_rows(const float* restrict X, long rs, const int* r
                                   const float* restrict bias, const float* restrict x, int m, int n,
                                   float* restrict out, int pf) {
     for (int i = 0; i < m; i++) {
-        if (pf > 0 && i + pf < m) sb_prefetch_row(X + (long)(idx ? idx[i + pf] : i + pf) * rs, n);
+        if (pf > 0 && i + pf < m) sb_prefetch_row(sb_row_at(X, rs, idx, i + pf), n);
         const long r = idx ? idx[i] : i;
         out[i] = bias[r] + sb_dot_body(X + r * rs, x, n);
     }
@@ -154,8 +159,8 @@ SB_CLONES static void sb_axpy_rows(const float* restrict X, long rs, const int* 
         sb_v16 y0 = sb_load16(y + k0), y1 = sb_load16(y + k0 + SB_LANES);
         sb_v16 y2 = sb_load16(y + k0 + 2 * SB_LANES), y3 = sb_load16(y + k0 + 3 * SB_LANES);
         for (int i = 0; i < m; i++) {
-            if (pf > 0 && k0 == 0 && i + pf < m) sb_prefetch_row(X + (long)(idx ? idx[i + pf] : i + pf) * rs, n);
-            const float* x = X + (long)(idx ? idx[i] : i) * rs + k0;
+            if (pf > 0 && k0 == 0 && i + pf < m) sb_prefetch_row(sb_row_at(X, rs, idx, i + pf), n);
+            const float* x = sb_row_at(X, rs, idx, i) + k0;
             const float ai = a[i];
             y0 += ai * sb_load16(x);
             y1 += ai * sb_load16(x + SB_LANES);
@@ -168,7 +173,7 @@ SB_CLONES static void sb_axpy_rows(const float* restrict X, long rs, const int* 
         __builtin_memcpy(y + k0 + 3 * SB_LANES, &y3, sizeof(y3));
     }
     if (k0 < n)          /* the columns past the last full block of 64: row by row, as sb_axpy does them */
-        for (int i = 0; i < m; i++) sb_axpy(a[i], X + (long)(idx ? idx[i] : i) * rs + k0, y + k0, n - k0);
+        for (int i = 0; i < m; i++) sb_axpy(a[i], sb_row_at(X, rs, idx, i) + k0, y + k0, n - k0);
 }
 
 /* y[idx[k]] += a * x[k] */
