@@ -5,15 +5,13 @@ Memory layout: layer 0 feature-major (row f = W0[f, :]), later layers neuron-maj
 fan-in of neuron j), Adam moments beside or apart from the weights: engine/buffers.py, which
 allocates them; the kernels see base pointers and row strides (net.W / M / V, rs / rsm).
 
-A training step has two phases:
-  1. per-sample pass, ``prange`` over the batch (one sample per iteration, HOGWILD-free because the
-     weights are only read): choose active sets, forward, softmax cross-entropy over the active
-     output neurons, backward to per-sample deltas (stored per sample);
-  2. update pass, ``prange`` over the touched rows of every layer: each row's gradient is the sum
-     over the samples that touched it (in ascending sample order) of delta * input activation, then
-     one Adam (or SGD) step on the row and its bias.
-No two threads ever write the same memory, and every sum has a fixed order, so the result is
-bitwise identical for a given seed at ANY thread count (stronger than HOGWILD; see docs/engine.md).
+A training step (out_pass="sample"): (1) net_passes.samples_pass, ``prange`` over the batch, weights
+only read: active sets, forward, softmax cross-entropy over the active outputs, per-sample deltas;
+(2) update_phase, ``prange`` over each layer's touched rows: the gradient summed over the samples
+that touched the row in ascending sample order, then one Adam/SGD step. out_pass="row"
+(net_rowpass.row_train_pass, one hidden layer) runs the output layer row by row instead, so each
+touched output row is read once a step. No two threads write the same memory and every sum has a
+fixed order: bitwise identical for a seed at ANY thread count (docs/engine.md).
 
 Per-sample randomness (the `random` sampler and the padding up to min_active) comes from a
 splitmix64 stream seeded by (engine seed, global sample index), not from thread-local state, for the
@@ -38,9 +36,11 @@ from lsh_query cimport *
 from net_kernels cimport *
 from net_sample cimport *
 from net_passes cimport *
+from net_rowpass cimport *
 
 from slidebench.engine._lsh_config import QUERY_MODES
-from slidebench.engine.buffers import Scratch, aligned_zeros as _aligned_zeros, pad as _pad, alloc_rows
+from slidebench.engine.buffers import (Scratch, RowBuffers, aligned_zeros as _aligned_zeros, pad as _pad,
+                                       alloc_rows, step_constants)
 
 SAMPLERS = {"full": SAMP_FULL, "lsh": SAMP_LSH, "random": SAMP_RANDOM}
 LAYOUTS = {"soa": LAYOUT_SOA, "mv": LAYOUT_MV, "wmv": LAYOUT_WMV}
@@ -66,10 +66,13 @@ cdef class Core:
     cdef public double lr, b1, b2, eps
     cdef list _sort                        # per layer (cnt, rstart, touched) int32 arrays; [0] = features
     cdef object _scratch                   # per-thread arrays (buffers.Scratch)
+    cdef public str out_pass               # "sample" (samples_pass + update_phase) or "row" (row_train_pass)
+    cdef object _rowbuf                    # row_train_pass's buffers (buffers.RowBuffers)
 
     def __init__(self, sizes, samplers, targets, min_active, *, str optimizer, double lr, double b1,
                  double b2, double eps, str query_mode, int min_hits, unsigned long long seed,
-                 int n_threads, str layout="wmv,soa", lsh_caps=None, rand_blocks=None, bint correct=False):
+                 int n_threads, str layout="wmv,soa", lsh_caps=None, rand_blocks=None, bint correct=False,
+                 str out_pass="sample"):
         cdef int l, L = len(sizes) - 1
         if L < 1 or L > MAXL:
             raise ValueError(f"the network must have 1..{MAXL} layers, got {L}")
@@ -85,6 +88,13 @@ cdef class Core:
         if len(parts) != 2 or any(p_ not in LAYOUTS for p_ in parts):
             raise ValueError(f"unknown weight layout {layout!r}: one of {', '.join(LAYOUTS)}, or two of them "
                              f"separated by a comma (layer 0, later layers)")
+        if out_pass not in ("sample", "row"):
+            raise ValueError(f"out_pass must be 'sample' or 'row', got {out_pass!r}")
+        if out_pass == "row" and (L != 2 or samplers[0] != "full" or samplers[1] == "full"):
+            raise ValueError("out_pass='row' needs one hidden layer computed in full and a sampled output "
+                             f"layer; got samplers {list(samplers)}")
+        self.out_pass = out_pass
+        self._rowbuf = None
         self.layout = layout
         self._layouts = parts
         self.net.n_layers = L
@@ -249,15 +259,13 @@ cdef class Core:
         cdef Work wk
         cdef Net* net = &self.net
         cdef int nt = max(1, min(self.n_threads, b)), tid = 0, s, l, L = net.n_layers
-        cdef int n_out
         cdef list keep = []
-        cdef unsigned char[::1] u8a, u8b
-        cdef float[::1] f1, f2, f3
-        cdef int[::1] i1, i2, i3, i4, i5
+        cdef float[::1] f1, f2
+        cdef int[::1] i1
         cdef float[::1] lossv
         cdef int[::1] ncand
-        cdef long[::1] offs
         cdef Upd u
+        cdef RowJob rj
         cdef Upd us[MAXL]
         cdef BucketJob bj[MAXL]
         cdef Bias0Job z
@@ -288,80 +296,38 @@ cdef class Core:
             f1 = lqa; wk.logq = &f1[0]
         lossv = np.zeros(b, np.float32); keep.append(lossv); wk.loss = &lossv[0]
         ncand = np.full(b, -1, np.int32); wk.n_cand = &ncand[0]
-        # ---- phase 1: per-sample forward/backward
-        t_a = time.perf_counter()
-        with nogil:
-            rc = samples_pass(net, &wk, b, nt, 1)
-        if rc != 0:
-            raise RuntimeError("LSH query failed during training")
-        t_b = time.perf_counter()
-        loss_sum = 0.0
-        for s in range(b):
-            loss_sum += lossv[s]
-        # ---- phase 2: updates, one layer at a time, parallel over touched rows
-        self.step += 1
+        # ---- the optimiser's step constants (Adam's bias corrections at step + 1)
         memset(&u, 0, sizeof(Upd))
         u.opt = self.opt
         u.b1 = self.b1; u.b2 = self.b2
         u.pf = PF_UPD
-        if self.opt == OPT_ADAM:
-            bc1 = 1.0 - self.b1 ** self.step
-            bc2 = 1.0 - self.b2 ** self.step
-            u.lr_t = self.lr * (bc2 ** 0.5) / bc1
-            u.eps_t = self.eps * (bc2 ** 0.5)
-        else:
-            u.lr_t = self.lr
+        u.grad = &f2[0]; u.grad_stride = sc.grad_stride
+        u.lr_t, u.eps_t = step_constants(self.opt == OPT_ADAM, self.lr, self.b1, self.b2, self.eps, self.step + 1)
         stats = {}
-        # ---- update phase (net_passes.update_phase): every layer's (sample, position) entries
-        # bucketed by row (a counting sort a layer, concurrently), layer 0's biases, every touched row
-        for l in range(L):
-            us[l] = u
-            us[l].layer = l
-            n_out = net.sizes[l + 1]
-            us[l].row_len = n_out if l == 0 else net.sizes[l]
-            us[l].grad = &f2[0]
-            us[l].grad_stride = sc.grad_stride
-            us[l].W = net.W[l]; us[l].rs = net.rs[l]
-            us[l].M = net.M[l]; us[l].V = net.V[l]; us[l].rsm = net.rsm[l]
-            if self.opt == OPT_ADAM:
-                f1 = self.mb[l]; us[l].mb = &f1[0]
-                f1 = self.vb[l]; us[l].vb = &f1[0]
-            i1, i2, i3 = self._sort[l]
-            us[l].dense_rows = 0
-            bj[l].active = 0
-            if l == 0 or not wk.full[l]:
-                offs = np.empty(b, np.int64); keep.append(offs)
-                if l == 0:            # rows = the features present in the batch
-                    i4 = np.diff(np.asarray(xptr)).astype(np.int32)
-                    for s in range(b):
-                        offs[s] = xptr[s]
-                    n_ent = xptr[b]
-                    bj[l].ids = wk.xind
-                    bj[l].n_total = net.sizes[0]
-                else:
-                    i4 = np.asarray(<int[:b]> wk.nact[l]).copy()
-                    for s in range(b):
-                        offs[s] = <long>s * wk.stride[l]
-                    n_ent = int(np.asarray(i4).sum())
-                    bj[l].ids = wk.ids[l]
-                    bj[l].n_total = n_out
-                keep.append(i4)
-                es = np.empty(max(n_ent, 1), np.int32); ev = np.empty(max(n_ent, 1), np.float32)
-                keep.append(es); keep.append(ev)
-                i5 = es; f3 = ev
-                bj[l].active = 1
-                bj[l].off = &offs[0]; bj[l].cnt_s = &i4[0]; bj[l].cnt = &i1[0]; bj[l].rstart = &i2[0]
-                bj[l].touched = &i3[0]; bj[l].ent_s = &i5[0]; bj[l].ent_val = &f3[0]
-                bj[l].src = wk.xval if l == 0 else wk.dlt[l]
-                us[l].touched = &i3[0]; us[l].rstart = &i2[0]; us[l].rend = &i1[0]
-                us[l].ent_s = &i5[0]; us[l].ent_val = &f3[0]
-            else:                     # a full layer l >= 1: every row, every sample
-                us[l].dense_rows = 1
-                us[l].n_rows = n_out
-                us[l].ent_s = NULL; us[l].ent_val = NULL
-        self._bias0_job(&wk, &z, b, keep)
-        with nogil:
-            update_phase(net, &wk, us, bj, &z, L, nt)
+        t_a = time.perf_counter()
+        if self.out_pass == "row":    # net_rowpass.row_train_pass: the whole step in one block
+            self._update_jobs(&wk, &u, us, bj, b, xptr, keep, 1)
+            self._bias0_job(&wk, &z, b, keep)
+            self._row_job(&rj, b, wk.stride[L - 1], net.sizes[L - 1])
+            with nogil:
+                rc = row_train_pass(net, &wk, us, bj, &z, &rj, nt)
+            if rc != 0:
+                raise RuntimeError("LSH query failed during training")
+            t_b = t_a + (rj.t_front - rj.t0)
+        else:                         # per-sample pass (net_passes.samples_pass), then update_phase
+            with nogil:
+                rc = samples_pass(net, &wk, b, nt, 1)
+            if rc != 0:
+                raise RuntimeError("LSH query failed during training")
+            t_b = time.perf_counter()
+            self._update_jobs(&wk, &u, us, bj, b, xptr, keep, 0)
+            self._bias0_job(&wk, &z, b, keep)
+            with nogil:
+                update_phase(net, &wk, us, bj, &z, L, nt)
+        self.step += 1
+        loss_sum = 0.0
+        for s in range(b):
+            loss_sum += lossv[s]
         for l in range(L):
             stats[f"touched_rows_layer{l}"] = us[l].n_rows
         stats["touched_rows_out"] = us[L - 1].n_rows
@@ -384,13 +350,79 @@ cdef class Core:
             if self.net.correct and not wk.full[L - 1]:
                 lqall = np.asarray(lqa).reshape(b, wk.stride[L - 1])
                 stats["logq"] = [lqall[s, :n_act[s]].copy() for s in range(b)]
-        stats["mean_active_out"] = float(n_act.mean())
-        stats["active_labels"] = float(parts[0].mean())
-        stats["active_lsh"] = float(parts[1].mean())
-        stats["active_random"] = float(parts[2].mean())
+        stats.update(mean_active_out=float(n_act.mean()), active_labels=float(parts[0].mean()),
+                     active_lsh=float(parts[1].mean()), active_random=float(parts[2].mean()))
         nc = np.asarray(ncand)
         stats["mean_lsh_candidates"] = float(nc[nc >= 0].mean()) if (nc >= 0).any() else float("nan")
         return loss_sum / b, stats
+
+    cdef _update_jobs(self, Work* wk, Upd* u, Upd* us, BucketJob* bj, int b, int[::1] xptr, list keep,
+                      int row):
+        """Every layer's update job (us) and counting-sort job (bj) for update_phase, or with `row` for
+        row_train_pass, whose sorts run before the output layer's active counts are known here (its
+        entries sized by capacity, counts read from wk.nact inside the block)."""
+        cdef int l, s, L = self.net.n_layers, n_out, n_ent
+        cdef float[::1] f1, f3
+        cdef int[::1] i1, i2, i3, i4, i5
+        cdef long[::1] offs
+        for l in range(L):
+            us[l] = u[0]
+            us[l].layer = l
+            n_out = self.net.sizes[l + 1]
+            us[l].row_len = n_out if l == 0 else self.net.sizes[l]
+            us[l].W = self.net.W[l]; us[l].rs = self.net.rs[l]
+            us[l].M = self.net.M[l]; us[l].V = self.net.V[l]; us[l].rsm = self.net.rsm[l]
+            if self.opt == OPT_ADAM:
+                f1 = self.mb[l]; us[l].mb = &f1[0]
+                f1 = self.vb[l]; us[l].vb = &f1[0]
+            i1, i2, i3 = self._sort[l]
+            us[l].dense_rows = 0
+            bj[l].active = 0
+            if l == 0 or not wk.full[l]:
+                offs = np.empty(b, np.int64); keep.append(offs)
+                if l == 0:            # rows = the features present in the batch
+                    i4 = np.diff(np.asarray(xptr)).astype(np.int32)
+                    for s in range(b):
+                        offs[s] = xptr[s]
+                    n_ent = xptr[b]
+                    bj[l].ids = wk.xind
+                    bj[l].n_total = self.net.sizes[0]
+                else:
+                    i4 = np.asarray(<int[:b]> wk.nact[l]).copy()
+                    for s in range(b):
+                        offs[s] = <long>s * wk.stride[l]
+                    n_ent = <int>b * wk.stride[l] if row else int(np.asarray(i4).sum())
+                    bj[l].ids = wk.ids[l]
+                    bj[l].n_total = n_out
+                keep.append(i4)
+                es = np.empty(max(n_ent, 1), np.int32); ev = np.empty(max(n_ent, 1), np.float32)
+                keep.append(es); keep.append(ev)
+                i5 = es; f3 = ev
+                bj[l].active = 1
+                bj[l].off = &offs[0]; bj[l].cnt = &i1[0]; bj[l].rstart = &i2[0]
+                bj[l].cnt_s = &i4[0] if (l == 0 or not row) else wk.nact[l]
+                bj[l].touched = &i3[0]; bj[l].ent_s = &i5[0]; bj[l].ent_val = &f3[0]
+                bj[l].src = wk.xval if l == 0 else wk.dlt[l]
+                us[l].touched = &i3[0]; us[l].rstart = &i2[0]; us[l].rend = &i1[0]
+                us[l].ent_s = &i5[0]; us[l].ent_val = &f3[0]
+            else:                     # a full layer l >= 1: every row, every sample
+                us[l].dense_rows = 1
+                us[l].n_rows = n_out
+                us[l].ent_s = NULL; us[l].ent_val = NULL
+
+    cdef _row_job(self, RowJob* rj, int b, int cap, int hidden):
+        """row_train_pass's buffers (buffers.RowBuffers, kept between steps; counters zeroed)."""
+        cdef int[::1] i1
+        cdef float[::1] f1
+        if self._rowbuf is None or not self._rowbuf.fits(b, cap, hidden):
+            self._rowbuf = RowBuffers(b, cap, hidden, ROW_CHUNKS, SYNC_SLOTS * SYNC_STRIDE)
+        self._rowbuf.sync[:] = 0
+        memset(rj, 0, sizeof(RowJob))
+        i1 = self._rowbuf.ent_p; rj.ent_p = &i1[0]
+        i1 = self._rowbuf.chunk; rj.chunk = &i1[0]
+        i1 = self._rowbuf.sync; rj.sync = &i1[0]
+        f1 = self._rowbuf.dh; rj.dh = &f1[0]
+        rj.dh_stride = self._rowbuf.dh_stride
 
     cdef _bias0_job(self, Work* wk, Bias0Job* z, int b, list keep):
         """Layer 0's biases for update_phase: a full layer needs nothing more; a sampled one gets the

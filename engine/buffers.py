@@ -74,3 +74,31 @@ class Scratch:
         self.qbuf = aligned_zeros(nt * self.qbuf_stride, np.int8)
         self.hits_stride = pad(hs)
         self.hits = aligned_zeros(nt * self.hits_stride, np.int32)
+
+
+class RowBuffers:
+    """The row-ordered training step's buffers (net_rowpass.pxd), kept between steps of one shape:
+      ent_p  int32 [b * cap]                  each output entry's position in its sample's active list
+      chunk  int32 [chunks + 1]               where each chunk of touched output rows starts
+      dh     float32 [chunks * dh_stride]     each chunk's hidden deltas, [b, hidden] (dh_stride >= b * hidden)
+      sync   int32 [n_sync]                   the block's counters (zeroed before each step)"""
+
+    def __init__(self, b: int, cap: int, hidden: int, chunks: int, n_sync: int):
+        self.b, self.cap, self.hidden = b, cap, hidden
+        self.ent_p = aligned_zeros(max(b * cap, 1), np.int32)
+        self.chunk = aligned_zeros(chunks + 1, np.int32)
+        self.dh_stride = pad(b * hidden)
+        self.dh = aligned_zeros(chunks * self.dh_stride, np.float32)
+        self.sync = aligned_zeros(n_sync, np.int32)
+
+    def fits(self, b: int, cap: int, hidden: int) -> bool:
+        return b <= self.b and cap == self.cap and hidden == self.hidden
+
+
+def step_constants(adam: bool, lr: float, b1: float, b2: float, eps: float, t: int) -> tuple[float, float]:
+    """(lr_t, eps_t) of optimiser step t (1-based): Adam's bias corrections folded into the step size
+    and epsilon, lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t), eps_t = eps * sqrt(1 - b2^t); SGD: (lr, 0)."""
+    if not adam:
+        return lr, 0.0
+    bc1, bc2 = 1.0 - b1 ** t, 1.0 - b2 ** t
+    return lr * bc2 ** 0.5 / bc1, eps * bc2 ** 0.5

@@ -36,8 +36,9 @@ _DEFAULTS: dict[str, Any] = {
     "range_pow": 18, "bucket_size": 128, "insertion": "fifo", "active": 0.005, "min_active": None,
     "threshold_m": 2, "rehash": "fixed", "rehash_every": 6400, "rebuild_every": 128000,
     "rehash_n0": 50, "rehash_decay": 0.05, "batch_size": None, "predict_mode": "exact",
-    "lsh_active": None, "random_active": 0, "correction": "none",
+    "lsh_active": None, "random_active": 0, "correction": "none", "out_pass": "sample",
 }
+OUT_PASSES = ("sample", "row")
 CORRECTIONS = ("none", "logq")
 # per-code collision probability of two unrelated vectors, for K = "auto" (docs/engine.md)
 _AUTO_P = {"simhash": 0.5, "doph": 1.0 / 3.0}
@@ -75,6 +76,7 @@ class Config:
     lsh_active: float | None = None
     random_active: float = 0
     correction: str = "none"
+    out_pass: str = "sample"       # the training step's pass order (engine/_core.pyx; docs/engine.md)
     params: dict[str, Any] = field(default_factory=dict)   # the params as given (for save/describe)
 
     @property
@@ -316,8 +318,11 @@ def parse_config(n_features: int, n_labels: int, params: dict[str, Any] | None) 
         rehash_n0=_int(p, "rehash_n0", 1), rehash_decay=_float(p, "rehash_decay", 0.0, lo_open=False),
         batch_size=batch_size, predict_mode=_choice(p, "predict_mode", ("exact", "lsh")),
         lsh_active=None if lsh_active is None else float(lsh_active), random_active=float(random_active),
-        correction=correction, params=params,
+        correction=correction, out_pass=_choice(p, "out_pass", OUT_PASSES), params=params,
     )
+    if cfg.out_pass == "row" and (n_layers != 2 or cfg.layer_sampler(0) != "full" or cfg.layer_sampler(1) == "full"):
+        raise ValueError("param 'out_pass' = 'row' needs one hidden layer computed in full and a sampled output "
+                         f"layer; got hidden {hidden}, sampler {cfg.sampler!r}, lsh_layers {lsh_layers}")
     for l in range(n_layers):
         if cfg.layer_sampler(l) != "lsh":
             continue

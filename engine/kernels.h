@@ -144,6 +144,39 @@ SB_CLONES static void sb_axpy(float a, const float* restrict x, float* restrict 
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
+/* out[i] = bias + sb_dot(w, H + sidx[i] * ldh, n) for i < m: one weight row against the inputs of the m
+ * samples that have it active (the row-ordered output pass, net_rowpass.pxd). Each value bitwise as
+ * sb_dot_rows gives it for that (row, sample) pair: the same body, inlined, the row as first operand. */
+SB_CLONES static void sb_dot_row_samples(const float* restrict w, float bias, const float* restrict H, long ldh,
+                                         const int* restrict sidx, int m, int n, float* restrict out) {
+    for (int i = 0; i < m; i++) out[i] = bias + sb_dot_body(w, H + (long)sidx[i] * ldh, n);
+}
+
+/* Y[sidx[i] * ldy + k] += a[i] * x[k] for i = 0..m-1 and k < n: one row x added, scaled, into the m
+ * rows of Y it belongs to (the row-ordered backward: a weight row into the hidden deltas of the samples
+ * that have it active). x is held in registers 64 floats at a time; each Y element gets its
+ * multiply-adds in entry order. */
+SB_CLONES static void sb_axpy_row_scatter(const float* restrict x, const int* restrict sidx,
+                                          const float* restrict a, int m, float* restrict Y, long ldy, int n) {
+    int k0 = 0;
+    for (; k0 + 4 * SB_LANES <= n; k0 += 4 * SB_LANES) {
+        const sb_v16 x0 = sb_load16(x + k0), x1 = sb_load16(x + k0 + SB_LANES);
+        const sb_v16 x2 = sb_load16(x + k0 + 2 * SB_LANES), x3 = sb_load16(x + k0 + 3 * SB_LANES);
+        for (int i = 0; i < m; i++) {
+            float* y = Y + (long)sidx[i] * ldy + k0;
+            const float ai = a[i];
+            sb_v16 y0 = sb_load16(y) + ai * x0, y1 = sb_load16(y + SB_LANES) + ai * x1;
+            sb_v16 y2 = sb_load16(y + 2 * SB_LANES) + ai * x2, y3 = sb_load16(y + 3 * SB_LANES) + ai * x3;
+            __builtin_memcpy(y, &y0, sizeof(y0));
+            __builtin_memcpy(y + SB_LANES, &y1, sizeof(y1));
+            __builtin_memcpy(y + 2 * SB_LANES, &y2, sizeof(y2));
+            __builtin_memcpy(y + 3 * SB_LANES, &y3, sizeof(y3));
+        }
+    }
+    if (k0 < n)
+        for (int i = 0; i < m; i++) sb_axpy(a[i], x + k0, Y + (long)sidx[i] * ldy + k0, n - k0);
+}
+
 /* y[k] += a[i] * X[r_i * rs + k] for i = 0..m-1 and k < n, with r_i = idx[i] (i when idx is NULL): m
  * calls of sb_axpy in one. Each y[k] gets the same operations in the same order as those calls (one
  * multiply-add per row, rows ascending), so the result is bitwise the same; what changes is that y is
@@ -268,6 +301,30 @@ static inline void sb_flag_wait(int* f) {
 }
 
 static inline int sb_fetch_add(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+
+/* A one-use barrier for nt threads: each arrives once on its own counter *c (zero before the block)
+ * and waits, spinning then yielding as sb_flag_wait does, until all nt have; arrivals release and the
+ * wait acquires, so every write made before the barrier is visible after it. */
+static inline void sb_barrier(int* c, int nt) {
+    __atomic_fetch_add(c, 1, __ATOMIC_ACQ_REL);
+    for (long spins = 0; __atomic_load_n(c, __ATOMIC_ACQUIRE) < nt; spins++) {
+        if (spins < SB_SPINS) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        } else {
+            sched_yield();
+        }
+    }
+}
+
+/* seconds on the monotonic clock (phase timings inside a parallel block) */
+#include <time.h>
+static inline double sb_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* uniform integer in [0, n) (Lemire's multiply-shift; bias < n / 2^32, irrelevant here) */
 static inline int sb_randint(uint64_t* s, int n) {

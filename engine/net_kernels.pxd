@@ -49,6 +49,12 @@ cdef extern from "kernels.h":
     void sb_flag_set(int* f) noexcept nogil
     void sb_flag_wait(int* f) noexcept nogil
     int sb_fetch_add(int* p, int v) noexcept nogil
+    void sb_barrier(int* c, int nt) noexcept nogil
+    double sb_now() noexcept nogil
+    void sb_dot_row_samples(const float* w, float bias, const float* H, long ldh, const int* sidx, int m,
+                            int n, float* out) noexcept nogil
+    void sb_axpy_row_scatter(const float* x, const int* sidx, const float* a, int m, float* Y, long ldy,
+                             int n) noexcept nogil
     uint64_t sb_splitmix(uint64_t* s) noexcept nogil
     int sb_randint(uint64_t* s, int n) noexcept nogil
 

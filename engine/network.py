@@ -80,7 +80,7 @@ class Network:
     """
 
     def __init__(self, cfg: Config, *, seed: int = 0, n_threads: int = 1, layout: str | None = None,
-                 _init_weights: bool = True):
+                 out_pass: str | None = None, _init_weights: bool = True):
         if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
             raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -98,7 +98,8 @@ class Network:
             optimizer=cfg.optimizer, lr=cfg.lr, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps,
             query_mode=qmode, min_hits=cfg.threshold_m, seed=self.engine_seed, n_threads=self.n_threads,
             layout=_layout(layout), lsh_caps=[cfg.lsh_cap(l) for l in range(L)],
-            rand_blocks=[cfg.rand_block(l) for l in range(L)], correct=cfg.correction == "logq")
+            rand_blocks=[cfg.rand_block(l) for l in range(L)], correct=cfg.correction == "logq",
+            out_pass=cfg.out_pass if out_pass is None else out_pass)
         if _init_weights:
             rng = np.random.default_rng(derive_seed(self.seed, "init"))
             for l in range(L):
@@ -133,8 +134,12 @@ class Network:
     # -------------------------------------------------------------------------------- build
     @classmethod
     def from_params(cls, n_features: int, n_labels: int, params: dict[str, Any] | None, *, seed: int = 0,
-                    n_threads: int = 1, layout: str | None = None) -> "Network":
-        return cls(parse_config(n_features, n_labels, params), seed=seed, n_threads=n_threads, layout=layout)
+                    n_threads: int = 1, layout: str | None = None, out_pass: str | None = None) -> "Network":
+        """`layout` and `out_pass` (overrides param 'out_pass', the training step's pass order: "sample",
+        or "row" for net_rowpass.pxd's row-ordered step) are for benchmarks. Results do not depend on the
+        layout; the row order changes layer 0's update by float rounding only (docs/engine.md)."""
+        return cls(parse_config(n_features, n_labels, params), seed=seed, n_threads=n_threads, layout=layout,
+                   out_pass=out_pass)
 
     def _table_seed(self, l: int) -> int:
         ss = np.random.SeedSequence([self.engine_seed, 1 + l, self._generation.get(l, 0)])
