@@ -2,6 +2,11 @@
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/engine_ab.py --old ../clean-clone --new . \
         [--samplers random1000 lsh1000] [--threads 1 2] [--shape 200k] [--pairs 30] [--chunk 8]
+        [--old-pass sample] [--new-pass row]
+
+`--old-pass` / `--new-pass` choose each side's training pass order (`Network(out_pass=...)`: the
+per-sample pass or the row-ordered one), so `--old . --new . --new-pass row` compares the two orders
+in one build.
 
 Each side is a checkout with its own built engine and `.venv` (e.g. a clean clone of the commit
 before a change, after `make build`). For each (sampler, threads) one worker process per side loads
@@ -27,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve()
 
 
-def worker(sampler: str, n_threads: int, shape_name: str) -> int:
+def worker(sampler: str, n_threads: int, shape_name: str, out_pass: str = "sample") -> int:
     """Child: train on this checkout's build, `n` batches per request line, reply with timings."""
     sys.path.insert(0, str(HERE.parent))
     import engine_shape as es
@@ -38,7 +43,8 @@ def worker(sampler: str, n_threads: int, shape_name: str) -> int:
     X, Y = es.make_data(40 * shape["batch"])
     b = shape["batch"]
     batches = [(X[i * b:(i + 1) * b], Y[i * b:(i + 1) * b]) for i in range(40)]
-    net = Network.from_params(shape["n_features"], shape["n_labels"], cfgs[sampler], seed=0, n_threads=n_threads)
+    net = Network.from_params(shape["n_features"], shape["n_labels"], cfgs[sampler], seed=0, n_threads=n_threads,
+                              out_pass=out_pass)
     for i in range(3):
         net.train_batch(*batches[i])
     print("ready", flush=True)
@@ -58,12 +64,12 @@ def worker(sampler: str, n_threads: int, shape_name: str) -> int:
     return 0
 
 
-def _start(root: Path, sampler: str, n_threads: int, shape: str) -> subprocess.Popen:
+def _start(root: Path, sampler: str, n_threads: int, shape: str, out_pass: str) -> subprocess.Popen:
     py = root / ".venv" / "bin" / "python"
     if not py.exists():
         raise SystemExit(f"engine_ab: {root} has no .venv/bin/python (run `make build` there first)")
     env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
-    p = subprocess.Popen([str(py), str(HERE), "--worker", sampler, str(n_threads), shape], cwd=root, env=env,
+    p = subprocess.Popen([str(py), str(HERE), "--worker", sampler, str(n_threads), shape, out_pass], cwd=root, env=env,
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     first = p.stdout.readline().strip()
     if first != "ready":
@@ -72,8 +78,10 @@ def _start(root: Path, sampler: str, n_threads: int, shape: str) -> subprocess.P
     return p
 
 
-def compare(old: Path, new: Path, sampler: str, n_threads: int, shape: str, pairs: int, chunk: int) -> dict:
-    procs = {"old": _start(old, sampler, n_threads, shape), "new": _start(new, sampler, n_threads, shape)}
+def compare(old: Path, new: Path, sampler: str, n_threads: int, shape: str, pairs: int, chunk: int,
+            passes: tuple[str, str] = ("sample", "sample")) -> dict:
+    procs = {"old": _start(old, sampler, n_threads, shape, passes[0]),
+             "new": _start(new, sampler, n_threads, shape, passes[1])}
     res: dict[str, list[list[float]]] = {"old": [], "new": []}
     try:
         for i in range(pairs):
@@ -98,7 +106,7 @@ def compare(old: Path, new: Path, sampler: str, n_threads: int, shape: str, pair
 
 def main(argv=None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        return worker(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        return worker(sys.argv[2], int(sys.argv[3]), sys.argv[4], *sys.argv[5:6])
     sys.path.insert(0, str(HERE.parent))
     import engine_shape as es
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -109,6 +117,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--pairs", type=int, default=30)
     ap.add_argument("--chunk", type=int, default=8, help="training batches per turn")
+    ap.add_argument("--old-pass", default="sample", choices=["sample", "row"], help="the old side's out_pass")
+    ap.add_argument("--new-pass", default="sample", choices=["sample", "row"], help="the new side's out_pass")
     a = ap.parse_args(argv)
     known = es.SHAPES[a.shape][1]
     samplers = a.samplers or (["random1000", "lsh1000"] if a.shape == "200k" else sorted(known))
@@ -117,10 +127,11 @@ def main(argv=None) -> int:
         ap.error(f"unknown sampler(s) {', '.join(bad)} for shape {a.shape}; known: {', '.join(sorted(known))}")
     if a.pairs < 2 or a.chunk < 1 or any(t < 1 for t in a.threads):
         ap.error("--pairs must be >= 2, --chunk and each --threads >= 1")
-    print(f"old {a.old.resolve()}  new {a.new.resolve()}  shape {a.shape}; load {os.getloadavg()}", flush=True)
+    print(f"old {a.old.resolve()} ({a.old_pass} pass)  new {a.new.resolve()} ({a.new_pass} pass)  shape {a.shape}; "
+          f"load {os.getloadavg()}", flush=True)
     for s in samplers:
         for t in a.threads:
-            r = compare(a.old.resolve(), a.new.resolve(), s, t, a.shape, a.pairs, a.chunk)
+            r = compare(a.old.resolve(), a.new.resolve(), s, t, a.shape, a.pairs, a.chunk, (a.old_pass, a.new_pass))
             print(f"{s:11s} t={t}: step {r['step_ms'][0]:.2f} -> {r['step_ms'][1]:.2f} ms "
                   f"(fwd+bwd {r['fwd_bwd_ms'][0]:.2f} -> {r['fwd_bwd_ms'][1]:.2f}, update {r['update_ms'][0]:.2f} -> "
                   f"{r['update_ms'][1]:.2f}); old/new {r['ratio']:.3f} [{r['q1']:.3f}, {r['q3']:.3f}] "

@@ -12,6 +12,7 @@ update phase's alone) and 2-thread scaling.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/engine_shape.py [--threads 1 2] [--chunks 5]
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/engine_shape.py --shape 670k
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/engine_shape.py --out-pass row   # the row-ordered step
 
 Prints, for the LSH sampler and for the `full` (and `random`) sampler as in-session references:
 samples/s at each thread count (median of timed chunks after warm-up), the bytes one step moves
@@ -52,6 +53,11 @@ SHAPES = {
                           "random_active": 0.1, "lr": 1e-4, "rehash_every": "auto", "rebuild_every": 10**9,
                           "batch_size": 128}
               for a in (1000, 3000)}),
+    # the amazon headline's dimensions (amazon-medium: 135,909 features, 200k labels) with SLIDE's
+    # `default` configuration (slidebench/trainers/slide.py: 1,000 uniform neurons, corrected)
+    "amazon": (dict(n_features=135_909, nnz=75, hidden=128, n_labels=200_000, batch=128, labels_per_sample=5),
+               {"default": {"hidden": [128], "optimizer": "adam", "lr": 3e-3, "sampler": "random", "active": 1000,
+                            "correction": "logq"}}),
 }
 
 
@@ -84,10 +90,12 @@ def make_data(n_rows: int, seed: int = 0):
     return X, Y
 
 
-def bytes_per_step(net, X, Y, rows, touched_out: float, mean_active: float) -> dict[str, float]:
+def bytes_per_step(net, X, Y, rows, touched_out: float, mean_active: float, out_pass: str = "sample") -> dict[str, float]:
     """Bytes one training step moves (model, float32):
     forward+backward per sample: the W0 rows of its nonzeros read once (nnz*h*4) and its active output
-    rows read once (active*h*4; the backward re-read hits cache); hash tables: L bucket lookups of one
+    rows read once (active*h*4; the backward re-read hits cache); with out_pass "row" each touched
+    output row is read once a batch (touched*h*4; the backward reads it again inside the update, which
+    the update's own bytes count); hash tables: L bucket lookups of one
     64-byte line for the offsets and one for the ids (when LSH sampling);
     update: every touched row of W0 (distinct features in the batch) and of the output layer reads and
     writes weight, m and v (6*row*4 bytes) plus the same for touched biases."""
@@ -98,7 +106,7 @@ def bytes_per_step(net, X, Y, rows, touched_out: float, mean_active: float) -> d
     distinct_in = len(np.unique(Xb.indices))
     b = len(rows)
     n_mats = 6 if cfg.optimizer == "adam" else 2
-    fwd = nnz * h * 4 + b * mean_active * h * 4
+    fwd = nnz * h * 4 + (touched_out if out_pass == "row" else b * mean_active) * h * 4
     tables = b * cfg.L * 128 if cfg.uses_tables() else 0
     upd = n_mats * 4 * (distinct_in * h + touched_out * (h + 1) + h)
     return {"forward_backward": fwd, "tables": tables, "update": upd, "total": fwd + tables + upd,
@@ -106,11 +114,12 @@ def bytes_per_step(net, X, Y, rows, touched_out: float, mean_active: float) -> d
 
 
 def measure(sampler: str, n_threads: int, X, Y, *, n_chunks: int, chunk_batches: int, warmup: int,
-            seed: int = 0, progress=print, params: dict | None = None):
+            seed: int = 0, progress=print, params: dict | None = None, out_pass: str = "sample"):
     from slidebench.engine import Network
     params = dict(LSH_PARAMS, sampler=sampler) if params is None else params
     t0 = time.perf_counter()
-    net = Network.from_params(SHAPE["n_features"], SHAPE["n_labels"], params, seed=seed, n_threads=n_threads)
+    net = Network.from_params(SHAPE["n_features"], SHAPE["n_labels"], params, seed=seed, n_threads=n_threads,
+                              out_pass=out_pass)
     init_s = time.perf_counter() - t0
     b = SHAPE["batch"]
     n = X.shape[0]
@@ -148,8 +157,8 @@ def measure(sampler: str, n_threads: int, X, Y, *, n_chunks: int, chunk_batches:
     fb = (c1["time_forward_backward_s"] - c0["time_forward_backward_s"]) / steps
     up = (c1["time_update_s"] - c0["time_update_s"]) / steps
     touched_out = c1["frac_out_touched"] * SHAPE["n_labels"]
-    model = bytes_per_step(net, X, Y, last_rows, touched_out, c1["mean_active_out"])
-    res = {"sampler": sampler, "n_threads": n_threads, "samples_per_s_median": statistics.median(rates),
+    model = bytes_per_step(net, X, Y, last_rows, touched_out, c1["mean_active_out"], out_pass)
+    res = {"sampler": sampler, "n_threads": n_threads, "out_pass": out_pass, "samples_per_s_median": statistics.median(rates),
            "samples_per_s_all": rates, "step_ms_median": 1e3 * statistics.median(step_s),
            "phase_forward_backward_ms": 1e3 * fb, "phase_update_ms": 1e3 * up,
            "mean_active_out": c1["mean_active_out"], "frac_out_touched": c1["frac_out_touched"],
@@ -181,12 +190,15 @@ def main(argv=None) -> int:
     ap.add_argument("--shape", choices=list(SHAPES), default="200k")
     ap.add_argument("--samplers", nargs="+", default=None,
                     help="200k: vanilla random full (default), topk, threshold, lsh1000, random1000; "
-                         "670k: lsh1000 lsh3000")
+                         "670k: lsh1000 lsh3000; amazon: default")
     ap.add_argument("--chunks", type=int, default=5)
     ap.add_argument("--chunk-batches", type=int, default=10)
     ap.add_argument("--full-chunk-batches", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rows", type=int, default=128 * 40)
+    ap.add_argument("--out-pass", choices=["sample", "row"], default="sample",
+                    help="the training step's pass order (Network(out_pass=...)); row: one hidden layer, "
+                         "sampled output only")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     shape, configs = SHAPES[args.shape]
@@ -198,7 +210,7 @@ def main(argv=None) -> int:
 
     from slidebench.engine import build_info, parallel_capacity, triad_bandwidth
     print("engine:", json.dumps(build_info()))
-    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}  cores={os.cpu_count()}")
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}  cores={os.cpu_count()}  out_pass={args.out_pass}")
     print(f"shape: {SHAPE}")
     t = time.perf_counter()
     X, Y = make_data(args.rows)
@@ -216,7 +228,7 @@ def main(argv=None) -> int:
             cb = args.full_chunk_batches if sampler == "full" else args.chunk_batches
             try:
                 r = measure(sampler, nt, X, Y, n_chunks=args.chunks, chunk_batches=cb, warmup=args.warmup,
-                            params=configs[sampler])
+                            params=configs[sampler], out_pass=args.out_pass)
             except Exception as e:     # reported, not hidden: e.g. LSH kernels not implemented yet
                 print(f"  {sampler:8s} t={nt}: FAILED: {type(e).__name__}: {e}")
                 results.append({"sampler": sampler, "n_threads": nt, "error": f"{type(e).__name__}: {e}"})

@@ -20,3 +20,10 @@ def test_bad_arguments(tmp_path, capsys, argv, msg):
         main(["--old", str(tmp_path), "--new", str(tmp_path)] + argv)
     assert e.value.code == 2
     assert msg in capsys.readouterr().err
+
+
+def test_unknown_pass_order_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--old", str(tmp_path), "--new", str(tmp_path), "--new-pass", "rows"])
+    assert e.value.code == 2
+    assert "--new-pass" in capsys.readouterr().err
