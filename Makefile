@@ -15,7 +15,7 @@ help:
 	@echo "make reproduce [SCALE=small|medium|paper] [DATA_DIR=...]  build, generate data, run every experiment, figures, report"
 	@echo "                                          (no SCALE: each file's own [data] scale: fig5/fig7 medium, the rest small)"
 	@echo "make tune                                          rerun the tuning experiment (experiments/tune.toml) and print the chosen values"
-	@echo "make long                                          budget check: headline systems for 120 s, TF sampled for 360 s, one seed (~28 min)"
+	@echo "make long                                          budget check: headline systems 120 s; TF sampled, SLIDE 360 s at three lrs (~64 min)"
 	@echo "make roofline                                      TF full softmax's output-layer FLOP rate vs numpy SGEMM (benchmarks/tf_shape.py)"
 	@echo "make test                                          build and run the test suite"
 	@echo "make figures                                       redraw figures and report from existing logs (no training)"
@@ -52,12 +52,14 @@ tune: build
 	$(VPY) benchmarks/tune_pick.py --experiment tune
 
 # Budget check: the headline systems at their tuned lrs for 120 s, one seed, amazon and delicious, and
-# TF sampled softmax alone for 360 s (~28 min on 2 cores); not part of reproduce. Summaries and figures go to results/ like the others'.
+# TF sampled softmax and SLIDE each alone for 360 s at three lrs (~64 min on 2 cores); not part of reproduce. Summaries and figures go to results/ like the others'.
 long: build
 	$(VPY) -m slidebench run experiments/long.toml --resume
 	$(VPY) -m slidebench run experiments/long_delicious.toml --resume
 	$(VPY) -m slidebench run experiments/long_sampled.toml --resume
-	$(VPY) -m slidebench summarize long long_delicious long_sampled && $(VPY) -m slidebench plot long long_delicious long_sampled
+	$(VPY) -m slidebench run experiments/long_slide.toml --resume
+	$(VPY) -m slidebench summarize long long_delicious long_sampled long_slide
+	$(VPY) -m slidebench plot long long_delicious long_sampled long_slide
 	$(VPY) -m slidebench report
 
 # Dense baseline against its roofline: writes results/summary/roofline.csv.

@@ -286,7 +286,9 @@ NOT_IN_REPRODUCE = {
     "smoke": "a one-minute end-to-end check (`python -m slidebench reproduce --only smoke`), not a figure",
     "long": "the budget check at 3x the headline's budget, amazon (~12 min on 2 cores; `make long`)",
     "long_delicious": "the budget check at 3x the headline's budget, delicious (~8 min on 2 cores; `make long`)",
-    "long_sampled": "the budget check of TF sampled softmax alone at 9x the headline's budget (~8 min; `make long`)",
+    "long_sampled": "the budget check of TF sampled softmax at 9x the headline's budget, three lrs (~22 min; "
+                    "`make long`)",
+    "long_slide": "the budget check of SLIDE at 9x the headline's budget, three lrs (~22 min; `make long`)",
     "tune": "the tuning behind fig5/fig7's learning rates (~100 min on 2 cores; `make tune` reruns it, "
             "its chosen values are already in fig5.toml and fig7.toml)",
 }

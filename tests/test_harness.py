@@ -471,3 +471,22 @@ def test_the_runner_executes_seed_rounds_in_that_order(tmp_path, capsys):
     started = [line.split("] ", 1)[1].split(":", 1)[0] for line in capsys.readouterr().out.splitlines()
                if line.startswith("[") and "/4] " in line]
     assert [s.split("/")[1] + "/" + s.split("/")[2][:2] for s in started] == ["A/s0", "B/s0", "A/s1", "B/s1"]
+
+
+def test_summarize_names_the_swept_value_of_a_run_from_before_the_sweep(tmp_path):
+    """Found in long_sampled: its lr-3e-2 run was made before the file swept lr and reused by --resume,
+    so its log has no sweep and the report's lr column said '-' for it. Its own params fill it in."""
+    d = tmp_path / "results" / "raw" / "x" / "A"
+    d.mkdir(parents=True)
+    for lr, sweep, h in ((0.03, {}, "aaaa"), (0.01, {"lr": 0.01}, "bbbb")):
+        params = {"lr": lr, "batch_size": 8}
+        lines = [{"type": "run_start", "experiment": "x", "label": "A", "system": "fake", "config": "c", "seed": 0,
+                  "n_threads": 1, "batch_size": 8, "protocol": "fair", "params": params, "sweep": sweep,
+                  "run_id": f"x/A/s0-{h}", "dataset": {"name": "d"}},
+                 {"type": "eval", "step": 1, "train_time_s": 1.0, "p_at_1": 0.1, "samples_seen": 8, "epoch": 0.1},
+                 {"type": "run_stop", "status": "budget_time", "train_time_s": 1.0, "steps": 1}]
+        (d / f"s0-{h}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = summarize_experiment("x", tmp_path / "results", write=False)
+    lrs = dict(zip(out["runs"]["run_id"], out["runs"]["param_lr"]))
+    assert lrs == {"x/A/s0-aaaa": 0.03, "x/A/s0-bbbb": 0.01}
+    assert set(out["curves"]["param_lr"]) == {0.03, 0.01}

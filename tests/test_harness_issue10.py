@@ -536,7 +536,7 @@ def test_reproduce_leaves_out_smoke_and_tune_unless_named(tmp_path, monkeypatch,
     from slidebench.reporting import plots, report, summarize
     exps, res = tmp_path / "experiments", tmp_path / "results"
     exps.mkdir()
-    for name in ("a", "smoke", "tune", "long", "long_delicious", "long_sampled"):
+    for name in ("a", "smoke", "tune", "long", "long_delicious", "long_sampled", "long_slide"):
         (exps / f"{name}.toml").write_text(REPRO.replace("{name}", name))
     ran = []
     monkeypatch.setattr(executors, "_run_grid", lambda exp, *a, **k: ran.append(exp.name) or [])
@@ -549,6 +549,7 @@ def test_reproduce_leaves_out_smoke_and_tune_unless_named(tmp_path, monkeypatch,
     assert ran == ["a"]
     assert "leaving out tune.toml" in out and "leaving out smoke.toml" in out and "leaving out long.toml" in out
     assert "leaving out long_delicious.toml" in out and "leaving out long_sampled.toml" in out
+    assert "leaving out long_slide.toml" in out
     ran.clear()
     assert main(args + ["--only", "tune"]) == 0
     assert ran == ["tune"]

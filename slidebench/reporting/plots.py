@@ -57,6 +57,7 @@ FIGURES: dict[str, Callable[[Summary, Path], list[Path]]] = {
     "long": fig_overfit,          # test and training-point P@1 per system (one lr each)
     "long_delicious": fig_overfit,
     "long_sampled": fig_overfit,
+    "long_slide": fig_overfit,
 }
 
 

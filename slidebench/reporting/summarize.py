@@ -110,6 +110,22 @@ def _run_row(exp: str, p: Path, log) -> dict[str, Any]:
     return row
 
 
+def _fill_swept(runs: list[dict], curves: list[dict]) -> None:
+    """A run without a swept key (run before the experiment file swept it, then reused by --resume) gets
+    its value from its own params, so that tables and figures name it like its siblings (the long_sampled
+    run at lr 3e-2 came from the file's unswept version)."""
+    swept = {k.removeprefix("param_") for r in runs for k in r if k.startswith("param_")}
+    filled: dict[str, dict] = {}
+    for r in runs:
+        params = json.loads(r["params"]) if r.get("params") else {}
+        add = {f"param_{k}": params[k] for k in swept if f"param_{k}" not in r and k in params}
+        if add:
+            r.update(add)
+            filled[r["run_id"]] = add
+    for c in curves:
+        c.update(filled.get(c.get("run_id"), {}))
+
+
 def _best(evals) -> float | None:
     v = [e.get(EVAL_P1) for e in evals if e.get(EVAL_P1) is not None]
     return max(v) if v else None
@@ -152,6 +168,7 @@ def summarize_experiment(experiment: str, results_dir: str | Path = "results", *
             curves.append(c)
     for msg in problems:
         print(f"summarize: skipped unreadable log {msg}", flush=True)
+    _fill_swept(runs, curves)
     runs_df = pd.DataFrame(runs)
     param_cols = sorted({k for r in runs for k in r if k.startswith("param_")})
     runs_df = runs_df.reindex(columns=RUN_COLS + param_cols + EXTRA_RUN_COLS)
