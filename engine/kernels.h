@@ -288,16 +288,19 @@ static inline uint64_t sb_splitmix(uint64_t* s) {
 
 static inline void sb_flag_set(int* f) { __atomic_store_n(f, 1, __ATOMIC_RELEASE); }
 
-static inline void sb_flag_wait(int* f) {
-    for (long spins = 0; !__atomic_load_n(f, __ATOMIC_ACQUIRE); spins++) {
-        if (spins < SB_SPINS) {
+/* One round of a wait loop: a pause for the first SB_SPINS rounds, then give the core away. */
+static inline void sb_spin(long spins) {
+    if (spins < SB_SPINS) {
 #if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
+        __builtin_ia32_pause();
 #endif
-        } else {
-            sched_yield();
-        }
+    } else {
+        sched_yield();
     }
+}
+
+static inline void sb_flag_wait(int* f) {
+    for (long spins = 0; !__atomic_load_n(f, __ATOMIC_ACQUIRE); spins++) sb_spin(spins);
 }
 
 static inline int sb_fetch_add(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
@@ -307,15 +310,7 @@ static inline int sb_fetch_add(int* p, int v) { return __atomic_fetch_add(p, v, 
  * wait acquires, so every write made before the barrier is visible after it. */
 static inline void sb_barrier(int* c, int nt) {
     __atomic_fetch_add(c, 1, __ATOMIC_ACQ_REL);
-    for (long spins = 0; __atomic_load_n(c, __ATOMIC_ACQUIRE) < nt; spins++) {
-        if (spins < SB_SPINS) {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-        } else {
-            sched_yield();
-        }
-    }
+    for (long spins = 0; __atomic_load_n(c, __ATOMIC_ACQUIRE) < nt; spins++) sb_spin(spins);
 }
 
 /* seconds on the monotonic clock (phase timings inside a parallel block) */

@@ -319,17 +319,10 @@ cdef struct BucketJob:
     int n_total
 
 
-cdef inline int bucket_rows(int b, const int* ids, const long* off, const int* cnt_s, int* cnt, int* rstart,
-                     int* touched, int* ent_s, const float* src, float* ent_val, int n_total) noexcept nogil:
-    """Counting sort of (sample, position) entries by row id; returns the number of touched rows,
-    listed in ascending row order in `touched` (memory order: the update pass streams through the
-    weight arrays). Row j's entries are ent_*[rstart[j]:cnt[j]] in ascending sample order: the sample
-    (ent_s) and the entry's value src[off[s] + p] (ent_val), copied here so that the update pass reads
-    the values in order instead of gathering them (about 128,000 scattered loads a step at 1,000 active)."""
-    cdef int s, p, j, nt = 0, acc = 0, t
-    for s in range(b):
-        for p in range(cnt_s[s]):
-            cnt[ids[off[s] + p]] += 1
+cdef inline int bucket_starts(int* cnt, int* rstart, int* touched, int n_total) noexcept nogil:
+    """The middle of a counting sort by row: from the per-row counts, the touched rows in ascending
+    order (returned: how many) and each one's start; cnt[j] becomes the next free slot of row j."""
+    cdef int j, t, nt = 0, acc = 0
     for j in range(n_total):       # branch-free (touched has n_total + 1 slots): about half the
         touched[nt] = j            # output rows are touched, a branch here mispredicts constantly
         nt += cnt[j] != 0
@@ -338,6 +331,21 @@ cdef inline int bucket_rows(int b, const int* ids, const long* off, const int* c
         rstart[j] = acc
         acc += cnt[j]
         cnt[j] = rstart[j]
+    return nt
+
+
+cdef inline int bucket_rows(int b, const int* ids, const long* off, const int* cnt_s, int* cnt, int* rstart,
+                     int* touched, int* ent_s, const float* src, float* ent_val, int n_total) noexcept nogil:
+    """Counting sort of (sample, position) entries by row id; returns the number of touched rows,
+    listed in ascending row order in `touched` (memory order: the update pass streams through the
+    weight arrays). Row j's entries are ent_*[rstart[j]:cnt[j]] in ascending sample order: the sample
+    (ent_s) and the entry's value src[off[s] + p] (ent_val), copied here so that the update pass reads
+    the values in order instead of gathering them (about 128,000 scattered loads a step at 1,000 active)."""
+    cdef int s, p, j, nt
+    for s in range(b):
+        for p in range(cnt_s[s]):
+            cnt[ids[off[s] + p]] += 1
+    nt = bucket_starts(cnt, rstart, touched, n_total)
     for s in range(b):
         for p in range(cnt_s[s]):
             j = ids[off[s] + p]

@@ -52,20 +52,13 @@ cdef inline int bucket_rows_pos(int b, const int* ids, long stride, const int* c
     position) entries by row, recording the position (ent_p) where bucket_rows copies a value. Returns
     the number of touched rows (ascending in `touched`); row j's entries are [rstart[j], cnt[j]), in
     ascending sample order."""
-    cdef int s, p, j, nt = 0, acc = 0, t
+    cdef int s, p, j, nt
     cdef const int* ids_s
     for s in range(b):
         ids_s = ids + <long>s * stride
         for p in range(cnt_s[s]):
             cnt[ids_s[p]] += 1
-    for j in range(n_total):          # branch-free, as in bucket_rows
-        touched[nt] = j
-        nt += cnt[j] != 0
-    for t in range(nt):
-        j = touched[t]
-        rstart[j] = acc
-        acc += cnt[j]
-        cnt[j] = rstart[j]
+    nt = bucket_starts(cnt, rstart, touched, n_total)
     for s in range(b):
         ids_s = ids + <long>s * stride
         for p in range(cnt_s[s]):
