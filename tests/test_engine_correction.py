@@ -101,12 +101,13 @@ def corrected_reference_step(ref: NumpyNet, X, Y, active, parts, family=None, K=
     ("vanilla", {"hash": "simhash", "K": 2, "L": 4, "random_active": 0.3}, "simhash"),
     ("topk", {"hash": "simhash", "K": 3, "L": 6, "random_active": 4}, "simhash"),
 ])
-def test_corrected_step_equals_numpy_reference(sampler, extra, family):
+@pytest.mark.parametrize("out_pass", ["sample", "row"])     # row: the row-ordered step (net_rowpass.pxd)
+def test_corrected_step_equals_numpy_reference(sampler, extra, family, out_pass):
     rng = np.random.default_rng(21)
     F, C, b = 50, 80, 10
     params = {"hidden": [16], "sampler": sampler, "active": 20, "lr": 1e-2, "init_std": 0.3,
               "correction": "logq", "range_pow": 8, "bucket_size": 16, **extra}
-    net = Network.from_params(F, C, params, seed=5, n_threads=2)
+    net = Network.from_params(F, C, params, seed=5, n_threads=2, out_pass=out_pass)
     net.debug_keep_active = True
     ref = NumpyNet(net.get_params(), "adam", lr=1e-2)
     for it in range(3):

@@ -404,15 +404,16 @@ def test_sampled_hidden_layers_equal_masked_numpy_reference(hidden):
         assert_params_close(net.get_params(), ref.p)
 
 
-@pytest.mark.parametrize("hidden", [[80], [144, 72]])
-def test_sampled_output_over_wide_hidden_layers_equals_masked_numpy_reference(hidden):
+@pytest.mark.parametrize("hidden, out_pass", [([80], "sample"), ([144, 72], "sample"), ([80], "row"), ([144], "row")])
+def test_sampled_output_over_wide_hidden_layers_equals_masked_numpy_reference(hidden, out_pass):
     """The default shape: hidden layers computed in full, the output sampled (random). Hidden widths
-    past 64 run the row kernels' register blocks (sb_axpy_rows, sb_dot_rows) and their remainder in
-    the forward, the backward through the active rows and the updates."""
+    past 64 run the row kernels' register blocks (sb_axpy_rows, sb_dot_rows; for the row-ordered step,
+    net_rowpass.pxd, sb_dot_row_samples and sb_axpy_row_scatter) and their remainder in the forward,
+    the backward through the active rows and the updates."""
     rng = np.random.default_rng(13)
     F, C, b = 50, 120, 16
     net = Network.from_params(F, C, {"hidden": hidden, "sampler": "random", "active": 30, "lr": 1e-2,
-                                     "init_std": 0.2}, seed=4, n_threads=2)
+                                     "init_std": 0.2}, seed=4, n_threads=2, out_pass=out_pass)
     net.debug_keep_active = True
     ref = NumpyNet(net.get_params(), "adam", lr=1e-2)
     for it in range(3):

@@ -1,54 +1,15 @@
-"""The row-ordered training step (`out_pass="row"`, engine/net_rowpass.pxd): exact against the NumPy
-references, bitwise identical at any thread count, and equal to the sample pass where it must be (the
-same logits, loss, output deltas and output-layer update; hidden deltas up to rounding)."""
+"""The row-ordered training step (`out_pass="row"`, engine/net_rowpass.pxd): bitwise identical at any
+thread count, and equal to the sample pass where it must be (the same logits, loss, output deltas and
+output-layer update; hidden deltas up to rounding). Its runs against the NumPy references are the
+out_pass="row" cases of test_engine_network.py (masked, hidden 80 and 144) and
+test_engine_correction.py (the corrected loss)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from slidebench.engine import Network, parse_config
-from test_engine_correction import corrected_reference_step
-from test_engine_network import NumpyNet, assert_params_close, masked_reference_step, random_batch
-
-
-# 80 = 64 + 16 and 144 = 2 x 64 + 16: sb_axpy_row_scatter's register blocks and their remainder
-@pytest.mark.parametrize("hidden", [80, 144])
-def test_row_step_equals_masked_numpy_reference(hidden):
-    rng = np.random.default_rng(13)         # the data of the sample pass's test of the same shape
-    F, C, b = 50, 120, 16
-    net = Network.from_params(F, C, {"hidden": [hidden], "sampler": "random", "active": 30, "lr": 1e-2,
-                                     "init_std": 0.2}, seed=4, n_threads=2, out_pass="row")
-    net.debug_keep_active = True
-    ref = NumpyNet(net.get_params(), "adam", lr=1e-2)
-    for it in range(3):
-        X, Y = random_batch(rng, b, F, C, empty_label_rows=(3,) if it == 1 else ())
-        loss = net.train_batch(X, Y)
-        out = net.last_active_layers[-1]
-        assert all(len(a) < C for a in out)                 # the output really sampled
-        loss_ref = masked_reference_step(ref, X, Y, [[np.arange(hidden)] * b, out])
-        assert loss == pytest.approx(loss_ref, rel=1e-4, abs=1e-6)
-        assert_params_close(net.get_params(), ref.p)
-
-
-@pytest.mark.parametrize("sampler, extra, family", [
-    ("random", {}, None),
-    ("topk", {"hash": "simhash", "K": 3, "L": 6, "random_active": 4}, "simhash"),
-])
-def test_row_step_with_the_correction_equals_numpy_reference(sampler, extra, family):
-    rng = np.random.default_rng(21)
-    F, C, b = 50, 80, 10
-    params = {"hidden": [16], "sampler": sampler, "active": 20, "lr": 1e-2, "init_std": 0.3,
-              "correction": "logq", "range_pow": 8, "bucket_size": 16, **extra}
-    net = Network.from_params(F, C, params, seed=5, n_threads=2, out_pass="row")
-    net.debug_keep_active = True
-    ref = NumpyNet(net.get_params(), "adam", lr=1e-2)
-    for it in range(3):
-        X, Y = random_batch(rng, b, F, C, empty_label_rows=(3,) if it == 1 else ())
-        loss = net.train_batch(X, Y)
-        loss_ref = corrected_reference_step(ref, X, Y, net.last_active, net.last_active_parts, family,
-                                            extra.get("K", 1), extra.get("L", 1))
-        assert loss == pytest.approx(loss_ref, rel=2e-4, abs=1e-6)
-        assert_params_close(net.get_params(), ref.p, rtol=5e-4, atol=5e-6)
+from test_engine_network import random_batch
 
 
 def _batches(seed, sizes, F, C):
