@@ -39,6 +39,7 @@ from net_passes cimport *
 from net_rowpass cimport *
 
 from slidebench.engine._lsh_config import QUERY_MODES
+from slidebench.engine.config import OUT_PASSES, row_pass_fits
 from slidebench.engine.buffers import (Scratch, RowBuffers, aligned_zeros as _aligned_zeros, pad as _pad,
                                        alloc_rows, step_constants)
 
@@ -88,9 +89,9 @@ cdef class Core:
         if len(parts) != 2 or any(p_ not in LAYOUTS for p_ in parts):
             raise ValueError(f"unknown weight layout {layout!r}: one of {', '.join(LAYOUTS)}, or two of them "
                              f"separated by a comma (layer 0, later layers)")
-        if out_pass not in ("sample", "row"):
+        if out_pass not in OUT_PASSES:
             raise ValueError(f"out_pass must be 'sample' or 'row', got {out_pass!r}")
-        if out_pass == "row" and (L != 2 or samplers[0] != "full" or samplers[1] == "full"):
+        if out_pass == "row" and not row_pass_fits(list(samplers)):
             raise ValueError("out_pass='row' needs one hidden layer computed in full and a sampled output "
                              f"layer; got samplers {list(samplers)}")
         self.out_pass = out_pass

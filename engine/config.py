@@ -12,6 +12,13 @@ import numpy as np
 
 from ._lsh_config import FAMILIES as _LSH_FAMILIES, INSERTIONS as _LSH_INSERTIONS, MAX_RANGE_POW, MAX_TABLES, check_config
 
+
+def row_pass_fits(samplers: list[str]) -> bool:
+    """Whether out_pass "row" (engine/net_rowpass.pxd) runs a network whose layers are sampled so
+    ('full', 'lsh' or 'random' per layer): one hidden layer computed in full, a sampled output layer."""
+    return len(samplers) == 2 and samplers[0] == "full" and samplers[1] != "full"
+
+
 def derive_seed(seed: int, purpose: str) -> int:
     """A 63-bit seed for one named purpose (numpy SeedSequence of (seed, crc32(purpose))). The same
     derivation as the harness's derive_seed in its contract module (a test pins them equal): the engine
@@ -320,7 +327,7 @@ def parse_config(n_features: int, n_labels: int, params: dict[str, Any] | None) 
         lsh_active=None if lsh_active is None else float(lsh_active), random_active=float(random_active),
         correction=correction, out_pass=_choice(p, "out_pass", OUT_PASSES), params=params,
     )
-    if cfg.out_pass == "row" and (n_layers != 2 or cfg.layer_sampler(0) != "full" or cfg.layer_sampler(1) == "full"):
+    if cfg.out_pass == "row" and not row_pass_fits([cfg.layer_sampler(l) for l in range(n_layers)]):
         raise ValueError("param 'out_pass' = 'row' needs one hidden layer computed in full and a sampled output "
                          f"layer; got hidden {hidden}, sampler {cfg.sampler!r}, lsh_layers {lsh_layers}")
     for l in range(n_layers):
