@@ -9,13 +9,14 @@ SEEDS  ?=
 EXTRAS ?= test,tf,bench,reference
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: venv build test test-fast reproduce tune long roofline figures report asv clean-results clean help
+.PHONY: venv build test test-fast reproduce tune long gpu roofline figures report asv clean-results clean help
 
 help:
 	@echo "make reproduce [SCALE=small|medium|paper] [DATA_DIR=...]  build, generate data, run every experiment, figures, report"
 	@echo "                                          (no SCALE: each file's own [data] scale: fig5/fig7 medium, the rest small)"
 	@echo "make tune                                          rerun the tuning experiment (experiments/tune.toml) and print the chosen values"
 	@echo "make long                                          budget check: headline systems 120 s; TF sampled, SLIDE 360 s at three lrs (~64 min)"
+	@echo "make gpu                                           where PyTorch sees a CUDA GPU: SLIDE on every core vs dense softmax on the GPU (~12 min)"
 	@echo "make roofline                                      TF full softmax's output-layer FLOP rate vs numpy SGEMM (benchmarks/tf_shape.py)"
 	@echo "make test                                          build and run the test suite"
 	@echo "make figures                                       redraw figures and report from existing logs (no training)"
@@ -60,6 +61,18 @@ long: build
 	$(VPY) -m slidebench run experiments/long_slide.toml --resume
 	$(VPY) -m slidebench summarize long long_delicious long_sampled long_slide
 	$(VPY) -m slidebench plot long long_delicious long_sampled long_slide
+	$(VPY) -m slidebench report
+
+# SLIDE on every CPU core against the dense full softmax on a GPU (PyTorch: experiments/gpu.toml), with
+# the lr check (gpu_lr.toml) and the GPU step time (benchmarks/gpu_shape.py). Needs PyTorch with CUDA in
+# the venv (pip install torch); a machine without a GPU logs the dense rows as skipped.
+gpu: build
+	$(VPY) -c "import torch" || { echo "make gpu needs PyTorch: $(VPY) -m pip install torch"; exit 1; }
+	$(VPY) -m slidebench run experiments/gpu.toml --resume
+	$(VPY) -m slidebench run experiments/gpu_lr.toml --resume
+	$(VPY) benchmarks/gpu_shape.py --labels 100000 200000 670091
+	$(VPY) -m slidebench summarize gpu gpu_lr
+	$(VPY) -m slidebench plot gpu gpu_lr
 	$(VPY) -m slidebench report
 
 # Dense baseline against its roofline: writes results/summary/roofline.csv.

@@ -10,6 +10,8 @@ REGISTRY: dict[str, str] = {
     "slide": "slidebench.trainers.slide:SlideTrainer",
     "tf_full_softmax": "slidebench.baselines.full_softmax:FullSoftmaxTrainer",
     "tf_sampled_softmax": "slidebench.baselines.sampled_softmax:SampledSoftmaxTrainer",
+    # the dense full softmax in PyTorch: TF full softmax's stand-in on GPU machines without TensorFlow
+    "torch_full_softmax": "slidebench.baselines.torch_full_softmax:TorchFullSoftmaxTrainer",
 }
 
 
