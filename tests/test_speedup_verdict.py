@@ -471,3 +471,77 @@ def test_levels_anchor_on_the_best_systems_median_run_not_one_outlier_evaluation
     # the 50% level is where SLIDE is at 0.105: 5.25 s, whatever seed 2's outlier did
     half = lv[(lv["level_frac"] == 0.5) & (lv["label"] == "SLIDE")]
     assert half["time_s"].to_numpy() == pytest.approx(5.25)
+
+
+# ----------------------------------------------------------------------------- sweeps and the GPU stand-in
+
+def _swept(rows: list[dict], lr: float) -> list[dict]:
+    return [dict(r, param_lr=lr, run_id=f"{r['run_id']}-lr{lr:g}") for r in rows]
+
+
+def test_sweep_members_are_variants_never_paired_as_seeds():
+    """A learning-rate sweep (one seed per lr): each lr is its own variant; two lrs of one system are
+    never read as two seeds (the gpu_lr summary did that before: "SLIDE reached it in 2/1 seeds")."""
+    rows = []
+    for lr, rate in ((1e-3, 0.1), (3e-4, 0.05)):
+        rows += _swept(_curve_rows("SLIDE", "slide", "default", 0, *_linear(rate, 10.0, n=21)), lr)
+    for lr, rate in ((2e-3, 0.2), (6e-4, 0.025)):
+        rows += _swept(_curve_rows("dense", "torch_full_softmax", "tuned", 0, *_linear(rate, 40.0, n=41),
+                                   device="gpu"), lr)
+    sp = speedup.speedup_table(speedup.level_times(pd.DataFrame(rows), levels=(0.5,)))
+    assert set(sp["slide"]) == {"SLIDE (lr 0.001)", "SLIDE (lr 0.0003)"}
+    assert set(sp["baseline"]) == {"dense (lr 0.002)", "dense (lr 0.0006)"}
+    assert (sp["n_seeds"] == 1).all() and len(sp) == 4
+    r = sp.set_index(["slide", "baseline"]).loc[("SLIDE (lr 0.001)", "dense (lr 0.002)")]
+    assert r["speedup_median"] == pytest.approx(0.5)          # 0.5 at 2.5 s (dense) vs 5 s (SLIDE)
+    # nothing swept: plain labels, as before
+    assert set(speedup.variant_labels(_planted())) == {"SLIDE", "TF-full"}
+
+
+GPU_CLAIM = next(c for c in catalogue.CLAIMS if c.id == "amazon-gpu")
+
+
+def _gpu_summary(name: str, curves: pd.DataFrame) -> Summary:
+    lv = speedup.level_times(curves)
+    return Summary(name, curves=curves, runs=_runs_of(curves), levels=lv, speedup=speedup.speedup_table(lv))
+
+
+def test_gpu_claim_reads_the_stand_in_between_each_systems_best_lr():
+    """No TF-GPU run in fig5: the claim reads gpu_lr between each system's best lr (by best P@1, the same
+    rule for both). Planted: SLIDE's best lr reaches 0.6 at 6 s; the dense softmax's best reaches 1.0 at
+    5 s and 0.6 at 3 s, its worse lr is slower than SLIDE. Picking the dense softmax's worse lr would
+    make the claim hold; its best makes it fail."""
+    rows = []
+    for lr, rate, cap in ((2e-3, 0.1, 0.6), (3e-4, 0.01, 0.3)):
+        rows += _swept(_curve_rows("SLIDE", "slide", "default", 0, *_linear(rate, 20.0, cap=cap, n=41),
+                                   dataset="amazon-medium"), lr)
+    for lr, rate, cap in ((6e-4, 0.2, 1.0), (2e-2, 0.02, 0.3)):
+        rows += _swept(_curve_rows("dense-GPU", "torch_full_softmax", "tuned", 0,
+                                   *_linear(rate, 20.0, cap=cap, n=41), dataset="amazon-medium",
+                                   device="gpu"), lr)
+    sums = {"fig5": _fig5_summary(_planted()), "gpu_lr": _gpu_summary("gpu_lr", pd.DataFrame(rows))}
+    v = verdict.judge(GPU_CLAIM, sums)
+    assert v.outcome == verdict.NOT_HOLDS
+    assert "dense-GPU (lr 0.0006)" in v.measured and "SLIDE (lr 0.002)" in v.measured
+    assert "lr 0.02" not in v.measured and "PyTorch" in v.measured
+    # without the GPU experiments the claim stays unmeasured
+    v = verdict.judge(GPU_CLAIM, {"fig5": _fig5_summary(_planted())})
+    assert v.outcome.startswith(verdict.NOT_MEASURED)
+
+
+def test_gpu_claim_prefers_a_real_tf_gpu_run_and_falls_back_to_the_3_seed_experiment():
+    gpu_rows = []
+    for s in range(3):
+        gpu_rows += _curve_rows("SLIDE", "slide", "default", s, *_linear(0.1, 10.0), dataset="amazon-medium")
+        gpu_rows += _curve_rows("dense-GPU", "torch_full_softmax", "tuned", s, *_linear(0.02, 40.0),
+                                dataset="amazon-medium", device="gpu")
+    gpu = _gpu_summary("gpu", pd.DataFrame(gpu_rows))
+    v = verdict.judge(GPU_CLAIM, {"fig5": _fig5_summary(_planted()), "gpu": gpu})
+    assert v.outcome == verdict.HOLDS and "gpu (3 seeds)" in v.measured       # 5x in every seed
+    # fig5 with a TensorFlow GPU row decides, whatever the stand-in says
+    tf_rows = _planted().copy()
+    tf_gpu = tf_rows[tf_rows["system"] == "tf_full_softmax"].assign(device="gpu", label="TF-GPU")
+    tf_gpu = tf_gpu.assign(run_id=tf_gpu["run_id"] + "-gpu", train_time_s=tf_gpu["train_time_s"] / 100)
+    fig5 = _fig5_summary(pd.concat([tf_rows, tf_gpu], ignore_index=True))
+    v = verdict.judge(GPU_CLAIM, {"fig5": fig5, "gpu": gpu})
+    assert v.outcome == verdict.NOT_HOLDS and "PyTorch" not in v.measured

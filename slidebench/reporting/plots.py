@@ -58,6 +58,8 @@ FIGURES: dict[str, Callable[[Summary, Path], list[Path]]] = {
     "long_delicious": fig_overfit,
     "long_sampled": fig_overfit,
     "long_slide": fig_overfit,
+    "gpu": _curves_and_speedup,
+    "gpu_lr": lambda s, out: fig_curves(s, out, TITLES.get(s.name, s.name)),   # a curve per system and lr
 }
 
 

@@ -17,6 +17,10 @@ seed), then median, min and max over seeds. Where the baseline did not reach the
 that seed's value is ``baseline budget / SLIDE time``, a lower bound, and the row is marked ``>``;
 where SLIDE did not, ``baseline time / SLIDE budget``, an upper bound (``<``); where neither did, no
 value (``neither``).
+
+In a swept experiment (curves with ``param_*`` columns that vary within a label, e.g. a learning-rate
+sweep) every sweep member is its own variant: its label becomes "SLIDE (lr 0.002)", so runs of different
+learning rates are never paired as if they were seeds of one system.
 """
 from __future__ import annotations
 
@@ -25,9 +29,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .catalogue import ACCURACY_LEVELS
+from .catalogue import ACCURACY_LEVELS, param_phrase
 
-__all__ = ["time_at_level", "level_times", "speedup_table", "anchor_p1", "CONTEXT", "METHODS"]
+__all__ = ["time_at_level", "level_times", "variant_labels", "speedup_table", "anchor_p1", "CONTEXT", "METHODS"]
 
 CONTEXT: tuple[str, ...] = ("dataset", "n_threads", "batch_size", "protocol")
 METHODS = ("interpolate", "first")
@@ -76,6 +80,20 @@ def anchor_p1(g: pd.DataFrame) -> float:
     return float(per_sys.max()) if len(per_sys) else float("nan")
 
 
+def variant_labels(df: pd.DataFrame) -> pd.Series:
+    """Each row's label, with the ``param_*`` values that vary within its label appended (a sweep's
+    members: "SLIDE (lr 0.002)"); the plain label where nothing varies."""
+    pcols = [c for c in df.columns if c.startswith("param_")]
+    out = df["label"].astype(str).copy()
+    for lab, g in df.groupby("label", sort=False):
+        vary = [c for c in pcols if g[c].dropna().astype(str).nunique() > 1]
+        if not vary:
+            continue
+        out.loc[g.index] = [f"{lab} ({', '.join(param_phrase(c.removeprefix('param_'), r[c]) for c in vary if pd.notna(r[c]))})"
+                            for _, r in g.iterrows()]
+    return out
+
+
 def level_times(curves: pd.DataFrame, levels: Iterable[float] = ACCURACY_LEVELS,
                 method: str = "interpolate") -> pd.DataFrame:
     """One row per (run, level): the time the run needed to reach the level (NaN if never)."""
@@ -84,6 +102,7 @@ def level_times(curves: pd.DataFrame, levels: Iterable[float] = ACCURACY_LEVELS,
     df = curves.dropna(subset=["p_at_1", "train_time_s"])
     if "device" not in df.columns:
         df = df.assign(device="cpu")
+    df = df.assign(label=variant_labels(df))
     ctx = _ctx(df)
     rows = []
     for key, g in (df.groupby(ctx, dropna=False, sort=True) if ctx else [((), df)]):

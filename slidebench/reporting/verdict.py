@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .catalogue import ACCURACY_TOLERANCE, CLAIMS, TIMING_DRIFT, Claim, Selector
-from .speedup import bound_str, speedup_text
+from .speedup import bound_str, speedup_text, variant_labels
 from .summaries import Summary, run_params
 
 __all__ = ["Verdict", "judge", "verdict_table", "direction", "RULES", "HOLDS", "NOT_HOLDS", "PAPER_ONLY",
@@ -107,7 +107,7 @@ def _speedup_verdict(sp: pd.DataFrame, sel: Selector, dataset: str) -> tuple[str
             out = NOT_HOLDS          # SLIDE never reaches the baseline's accuracy within its budget
         per_ds.append((ds, out, f"{ds}: {speedup_text(r)} to P@1 {r['level_p1']:.3f} "
                                 f"({r['level_frac']:.0%} of the best; {r['baseline']} reached it in "
-                                f"{r['baseline_reached']} seeds, SLIDE in {r['slide_reached']})"))
+                                f"{r['baseline_reached']} seeds, {r['slide']} in {r['slide_reached']})"))
     if not per_ds:
         return None
     outs = {o for _, o, _ in per_ds}
@@ -164,6 +164,52 @@ def rule_speedup_to_baseline_accuracy(claim: Claim, sums: Mapping[str, Summary])
             v.note = (f"a lower bound; the baseline did not reach this accuracy in its budget, so the "
                       f"paper's {f:g}x is neither confirmed nor ruled out")
     return v
+
+
+def _best_variants(curves: pd.DataFrame, dataset: str) -> set[str]:
+    """In a swept experiment's curves, each system's best sweep member on ``dataset``: the variant label
+    ("SLIDE (lr 0.002)") with the highest median over seeds of each run's best P@1, ties broken by the
+    median final P@1. The same rule for every system, so no system is picked more kindly."""
+    if curves is None or len(curves) == 0:
+        return set()
+    c = curves[curves["dataset"].astype(str).str.startswith(dataset)] if dataset else curves
+    c = c.dropna(subset=["p_at_1"])
+    if len(c) == 0:
+        return set()
+    c = c.assign(variant=variant_labels(c))
+    per_run = c.sort_values("train_time_s").groupby(["system", "variant", "run_id"], sort=True)["p_at_1"]
+    runs = pd.DataFrame({"best": per_run.max(), "final": per_run.last()}).reset_index()
+    per_var = runs.groupby(["system", "variant"], sort=True)[["best", "final"]].median().reset_index()
+    return {str(g.sort_values(["best", "final"], ascending=False).iloc[0]["variant"])
+            for _, g in per_var.groupby("system", sort=True)}
+
+
+def rule_gpu_stand_in(claim: Claim, sums: Mapping[str, Summary]) -> Verdict:
+    """SLIDE on CPU against a dense softmax on a GPU. fig5's TF-GPU rows decide where TensorFlow saw a
+    GPU; otherwise the GPU experiments' stand-in (``extra["stand_in"]``: its selector and the experiments
+    to read, the learning-rate check first). A swept experiment is judged between each system's best
+    sweep member (``_best_variants``); what the others measured is appended."""
+    v = rule_speedup_to_baseline_accuracy(claim, sums)
+    if not v.outcome.startswith(NOT_MEASURED):
+        return v
+    sel, exps, what = claim.extra["stand_in"]
+    found: list[tuple[str, str, str]] = []
+    for exp in exps:
+        s = sums.get(exp)
+        if s is None or not s.present or s.speedup is None or len(s.speedup) == 0:
+            continue
+        sp = s.speedup
+        best = _best_variants(s.curves, claim.dataset)
+        if len(best) > 1 and ({*sp["slide"].astype(str)} | {*sp["baseline"].astype(str)}) & best:
+            sp = sp[sp["slide"].astype(str).isin(best) & sp["baseline"].astype(str).isin(best)]
+        r = _speedup_verdict(sp, sel, claim.dataset)
+        if r is not None:
+            seeds = int(s.runs["seed"].nunique()) if s.runs is not None and "seed" in s.runs else 0
+            found.append((exp, r[0], f"{exp} ({seeds} seed{'s' if seeds != 1 else ''}): {r[1]}"))
+    if not found:
+        return v
+    return Verdict(f"{what}. " + ". ".join(t for _, _, t in found), found[0][1],
+                   f"decided by {found[0][0]}" if len(found) > 1 else "")
 
 
 def _every_level(sp: pd.DataFrame, sel: Selector, dataset: str) -> tuple[str, str] | None:
@@ -306,6 +352,7 @@ RULES: dict[str, Callable[[Claim, Mapping[str, Summary]], Verdict]] = {
     "lsh_beats_random": rule_lsh_beats_random,
     "reservoir_faster": rule_reservoir_faster,
     "not_measurable": rule_not_measurable,
+    "gpu_stand_in": rule_gpu_stand_in,
 }
 
 
