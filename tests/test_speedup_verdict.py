@@ -545,3 +545,16 @@ def test_gpu_claim_prefers_a_real_tf_gpu_run_and_falls_back_to_the_3_seed_experi
     fig5 = _fig5_summary(pd.concat([tf_rows, tf_gpu], ignore_index=True))
     v = verdict.judge(GPU_CLAIM, {"fig5": fig5, "gpu": gpu})
     assert v.outcome == verdict.NOT_HOLDS and "PyTorch" not in v.measured
+
+
+def test_time_to_target_speedups_name_each_sweep_member():
+    from slidebench.reporting import tables
+    base = {"dataset": "a", "n_threads": 16, "batch_size": 128, "protocol": "fair", "n_reached": 1,
+            "train_time_s": 20.0, "throughput": 1.0, "p1_mean": 0.2}
+    tab = pd.DataFrame([dict(base, label="SLIDE", system="slide", param_lr=1e-3, ttt_olympic_s=10.0),
+                        dict(base, label="SLIDE", system="slide", param_lr=2e-3, ttt_olympic_s=5.0),
+                        dict(base, label="dense", system="torch_full_softmax", param_lr=6e-4, ttt_olympic_s=2.0)])
+    sp = tables.speedups(tab)
+    assert list(sp["slide"]) == ["SLIDE (lr 0.001)", "SLIDE (lr 0.002)"]
+    assert list(sp["baseline"]) == ["dense", "dense"]          # one lr: its plain label
+    assert list(sp["ttt_ratio"]) == pytest.approx([0.2, 0.4])

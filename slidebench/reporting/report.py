@@ -37,6 +37,14 @@ def _measurement_train(name: str, tab: pd.DataFrame, sp: pd.DataFrame, has_targe
     if len(tab) == 0:
         return "no finished runs."
     out = []
+    swept = len(sp) and any(str(x).endswith(")") and " (" in str(x) for x in sp["slide"])
+    if swept:        # a sweep: each system's best member by final P@1 (the speedup table pairs them all)
+        for sysname, g in tab.groupby("system", sort=True):
+            best = g.sort_values("p1_mean", ascending=False).iloc[0]
+            params = ", ".join(f"{c.removeprefix('param_')} {_val(best[c])}" for c in tab.columns
+                               if c.startswith("param_") and _val(best[c]) != "-")
+            out.append(f"{best['label']} at its best {params}: final P@1 {_fmt(best['p1_mean'])}")
+        return "highest final P@1 per system: " + "; ".join(out) + "."
     if len(sp):
         from .style import sort_key
         slides = tab[tab["system"] == "slide"]

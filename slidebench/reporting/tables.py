@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .catalogue import param_phrase
 from .formatting import _param_cols, _strcol, _val
 
 __all__ = ["olympic_mean", "group_table", "speedups", "md_table", "fmt"]
@@ -83,6 +84,15 @@ def group_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _variant(g: pd.DataFrame, row: pd.Series) -> str:
+    """A row's label with the swept params that tell it from its label's other rows ("SLIDE (lr 0.002)")."""
+    same = g[g["label"] == row["label"]]
+    vary = [c for c in g.columns if c.startswith("param_") and same[c].astype(str).nunique() > 1]
+    if not vary:
+        return str(row["label"])
+    return f"{row['label']} ({', '.join(param_phrase(c.removeprefix('param_'), row[c]) for c in vary)})"
+
+
 def speedups(tab: pd.DataFrame) -> pd.DataFrame:
     """Ratios of each baseline's time to target over SLIDE's in the same context (dataset, threads,
     batch, protocol), and, where the target was not reached, the throughput ratio beside it."""
@@ -99,8 +109,8 @@ def speedups(tab: pd.DataFrame) -> pd.DataFrame:
         for _, s in slide.iterrows():
             for _, b in base.iterrows():
                 r = dict(zip(ctx, key))
-                r["slide"] = s["label"]
-                r["baseline"] = b["label"]
+                r["slide"] = _variant(g, s)
+                r["baseline"] = _variant(g, b)
                 r["ttt_ratio"] = (b["ttt_olympic_s"] / s["ttt_olympic_s"]
                                   if np.isfinite(b["ttt_olympic_s"]) and np.isfinite(s["ttt_olympic_s"])
                                   and s["ttt_olympic_s"] > 0 else float("nan"))
