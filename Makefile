@@ -67,7 +67,9 @@ long: build
 # the lr check (gpu_lr.toml) and the GPU step time (benchmarks/gpu_shape.py). Needs PyTorch with CUDA in
 # the venv (pip install torch); a machine without a GPU logs the dense rows as skipped.
 gpu: build
-	$(VPY) -c "import torch" || { echo "make gpu needs PyTorch: $(VPY) -m pip install torch"; exit 1; }
+	@$(VPY) -c "import torch" || { echo "make gpu needs PyTorch: $(VPY) -m pip install torch"; exit 1; }
+	@$(VPY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" || \
+	  { echo "make gpu needs a CUDA GPU that PyTorch can see (torch.cuda.is_available() is False here)"; exit 1; }
 	$(VPY) -m slidebench run experiments/gpu.toml --resume
 	$(VPY) -m slidebench run experiments/gpu_lr.toml --resume
 	$(VPY) benchmarks/gpu_shape.py --labels 100000 200000 670091
