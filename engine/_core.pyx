@@ -39,9 +39,9 @@ from net_passes cimport *
 from net_rowpass cimport *
 
 from slidebench.engine._lsh_config import QUERY_MODES
-from slidebench.engine.config import OUT_PASSES, row_pass_fits
+from slidebench.engine.config import check_core_args
 from slidebench.engine.buffers import (Scratch, RowBuffers, aligned_zeros as _aligned_zeros, pad as _pad,
-                                       alloc_rows, step_constants)
+                                       alloc_rows, step_constants, active_sets)
 
 SAMPLERS = {"full": SAMP_FULL, "lsh": SAMP_LSH, "random": SAMP_RANDOM}
 LAYOUTS = {"soa": LAYOUT_SOA, "mv": LAYOUT_MV, "wmv": LAYOUT_WMV}
@@ -75,25 +75,8 @@ cdef class Core:
                  int n_threads, str layout="wmv,soa", lsh_caps=None, rand_blocks=None, bint correct=False,
                  str out_pass="sample"):
         cdef int l, L = len(sizes) - 1
-        if L < 1 or L > MAXL:
-            raise ValueError(f"the network must have 1..{MAXL} layers, got {L}")
-        if any(int(s) < 1 for s in sizes):
-            raise ValueError(f"layer sizes must be >= 1, got {list(sizes)}")
-        if optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-        if query_mode not in QUERY_MODES:
-            raise ValueError(f"unknown LSH query mode {query_mode!r}; known: {', '.join(QUERY_MODES)}")
-        parts = layout.split(",")
-        if len(parts) == 1:
-            parts = parts * 2
-        if len(parts) != 2 or any(p_ not in LAYOUTS for p_ in parts):
-            raise ValueError(f"unknown weight layout {layout!r}: one of {', '.join(LAYOUTS)}, or two of them "
-                             f"separated by a comma (layer 0, later layers)")
-        if out_pass not in OUT_PASSES:
-            raise ValueError(f"out_pass must be 'sample' or 'row', got {out_pass!r}")
-        if out_pass == "row" and not row_pass_fits(list(samplers)):
-            raise ValueError("out_pass='row' needs one hidden layer computed in full and a sampled output "
-                             f"layer; got samplers {list(samplers)}")
+        parts = check_core_args(L, MAXL, sizes, optimizer, query_mode, QUERY_MODES, layout, list(LAYOUTS),
+                                out_pass, samplers)
         self.out_pass = out_pass
         self._rowbuf = None
         self.layout = layout
@@ -212,6 +195,16 @@ cdef class Core:
                                     qsb, hs, KEYS_STRIDE)
         return self._scratch
 
+    cdef object _inputs(self, Work* wk, int b, int[::1] xptr, int[::1] xind, float[::1] xval, int nt):
+        """Zero `wk` and point it at a batch's CSR rows and the per-thread scratch (returned)."""
+        memset(wk, 0, sizeof(Work))
+        wk.b = b
+        wk.xptr = &xptr[0]; wk.xind = &xind[0] if xind.shape[0] else NULL
+        wk.xval = &xval[0] if xval.shape[0] else NULL
+        sc = self._get_scratch(nt)
+        self._attach_scratch(wk, sc)
+        return sc
+
     cdef void _attach_scratch(self, Work* wk, object sc):
         cdef unsigned char[::1] u8
         cdef float[::1] f1
@@ -226,10 +219,12 @@ cdef class Core:
         i1 = sc.hits; wk.hits = &i1[0]; wk.hits_stride = sc.hits_stride
 
     cdef _setup_work(self, Work* wk, int b, int slots, int training, int exact, int max_labels, list keep):
-        """Fill the per-layer buffers of `wk` (arrays appended to `keep` to stay alive)."""
+        """Fill the per-layer buffers of `wk` (arrays appended to `keep` to stay alive); returns the
+        per-layer active-id (None for a full layer) and active-count arrays."""
         cdef int l, L = self.net.n_layers, n_out, cap
         cdef int[::1] iv
         cdef float[::1] fv
+        ids, nact = [None] * L, [None] * L
         for l in range(L):
             n_out = self.net.sizes[l + 1]
             wk.full[l] = 1 if (exact or self.net.samp[l] == SAMP_FULL) else 0
@@ -246,11 +241,13 @@ cdef class Core:
             a = _aligned_zeros(<long>slots * cap, np.float32); keep.append(a); fv = a; wk.act[l] = &fv[0]
             a = _aligned_zeros(<long>slots * cap, np.float32) if training else np.empty(1, np.float32)
             keep.append(a); fv = a; wk.dlt[l] = &fv[0]
-            a = np.zeros(slots, np.int32); keep.append(a); iv = a; wk.nact[l] = &iv[0]
+            a = np.zeros(slots, np.int32); keep.append(a); iv = a; wk.nact[l] = &iv[0]; nact[l] = a
             if wk.full[l]:
                 wk.ids[l] = NULL
             else:
                 a = _aligned_zeros(<long>slots * cap, np.int32); keep.append(a); iv = a; wk.ids[l] = &iv[0]
+                ids[l] = a
+        return ids, nact
 
     # ------------------------------------------------------------------------------- training
     def train_batch(self, int[::1] xptr, int[::1] xind, float[::1] xval, int[::1] yptr, int[::1] yind,
@@ -276,18 +273,12 @@ cdef class Core:
         for l in range(L):
             if net.samp[l] == SAMP_LSH and self._index[l] is None:
                 raise RuntimeError(f"layer {l} uses the lsh sampler but has no tables")
-        memset(&wk, 0, sizeof(Work))
-        wk.b = b
+        sc = self._inputs(&wk, b, xptr, xind, xval, nt)
         wk.training = 1
         wk.sample_base = self.samples_seen
-        wk.stream = 0
-        wk.xptr = &xptr[0]; wk.xind = &xind[0] if xind.shape[0] else NULL
-        wk.xval = &xval[0] if xval.shape[0] else NULL
         wk.yptr = &yptr[0]; wk.yind = &yind[0] if yind.shape[0] else NULL
-        sc = self._get_scratch(nt)
-        self._attach_scratch(&wk, sc)
         f2 = sc.grad
-        self._setup_work(&wk, b, b, 1, 0, max_labels, keep)
+        ids_arr, nact_arr = self._setup_work(&wk, b, b, 1, 0, max_labels, keep)
         parts = np.zeros((3, b), np.int32); keep.append(parts)
         i1 = parts[0]; wk.n_lab = &i1[0]
         i1 = parts[1]; wk.n_lsh = &i1[0]
@@ -337,20 +328,9 @@ cdef class Core:
         stats["time_update_s"] = time.perf_counter() - t_b
         n_act = np.asarray(<int[:b]> wk.nact[L - 1])
         if keep_active:      # debug hook for tests: each sample's active set (ids) in every layer
-            layers = []
-            for l in range(L):
-                if wk.full[l]:
-                    layers.append([np.arange(net.sizes[l + 1], dtype=np.int32) for s in range(b)])
-                else:
-                    na = np.asarray(<int[:b]> wk.nact[l])
-                    ids_all = np.asarray(<int[:b * wk.stride[l]]> wk.ids[l]).reshape(b, wk.stride[l])
-                    layers.append([ids_all[s, :na[s]].copy() for s in range(b)])
-            stats["active_layers"] = layers
-            stats["active"] = layers[L - 1]
-            stats["active_parts"] = parts.T.copy()          # [b, 3]: labels, lsh, random
-            if self.net.correct and not wk.full[L - 1]:
-                lqall = np.asarray(lqa).reshape(b, wk.stride[L - 1])
-                stats["logq"] = [lqall[s, :n_act[s]].copy() for s in range(b)]
+            stats.update(active_sets(ids_arr, nact_arr, [wk.full[l] for l in range(L)],
+                                     [net.sizes[l + 1] for l in range(L)], [wk.stride[l] for l in range(L)],
+                                     b, parts, lqa if self.net.correct else None))
         stats.update(mean_active_out=float(n_act.mean()), active_labels=float(parts[0].mean()),
                      active_lsh=float(parts[1].mean()), active_random=float(parts[2].mean()))
         nc = np.asarray(ncand)
@@ -458,12 +438,8 @@ cdef class Core:
         H = np.zeros((n, self.net.sizes[self.net.n_layers - 1]), np.float32)
         if n == 0:
             return H
-        memset(&wk, 0, sizeof(Work))
-        wk.b = n; wk.exact = 1; wk.per_thread = 1; wk.hidden_only = 1
-        wk.xptr = &xptr[0]; wk.xind = &xind[0] if xind.shape[0] else NULL
-        wk.xval = &xval[0] if xval.shape[0] else NULL
-        sc = self._get_scratch(nt)
-        self._attach_scratch(&wk, sc)
+        sc = self._inputs(&wk, n, xptr, xind, xval, nt)
+        wk.exact = 1; wk.per_thread = 1; wk.hidden_only = 1
         self._setup_work(&wk, n, nt, 0, 1, 0, keep)
         Hv = H.reshape(-1)
         wk.H = &Hv[0]
@@ -491,18 +467,11 @@ cdef class Core:
             for l in range(net.n_layers):
                 if net.samp[l] == SAMP_LSH and self._index[l] is None:
                     raise RuntimeError(f"layer {l} uses the lsh sampler but has no tables")
-        memset(&wk, 0, sizeof(Work))
-        wk.b = n
-        wk.training = 0
+        sc = self._inputs(&wk, n, xptr, xind, xval, nt)
         wk.exact = exact
         wk.per_thread = 1
         wk.min_pad = k
-        wk.sample_base = 0
         wk.stream = 0x5EED0F9E0D1C7ULL
-        wk.xptr = &xptr[0]; wk.xind = &xind[0] if xind.shape[0] else NULL
-        wk.xval = &xval[0] if xval.shape[0] else NULL
-        sc = self._get_scratch(nt)
-        self._attach_scratch(&wk, sc)
         self._setup_work(&wk, n, nt, 0, exact, 0, keep)
         tv = np.empty(<long>n * k, np.float32)
         ti = out.reshape(-1)

@@ -102,3 +102,22 @@ def step_constants(adam: bool, lr: float, b1: float, b2: float, eps: float, t: i
         return lr, 0.0
     bc1, bc2 = 1.0 - b1 ** t, 1.0 - b2 ** t
     return lr * bc2 ** 0.5 / bc1, eps * bc2 ** 0.5
+
+
+def active_sets(ids, nact, full, n_out, strides, b: int, parts: np.ndarray, logq=None) -> dict:
+    """A training step's active sets for tests (Core.train_batch(keep_active=True)): per layer and
+    sample the active ids (every id of a layer computed in full), the [b, 3] split into labels, LSH
+    candidates and random neurons, and the output layer's log-inclusion corrections when it has them.
+    `ids`/`nact` are the step's per-layer buffers (Core._setup_work), `strides` their slots a sample."""
+    layers = []
+    for l, f in enumerate(full):
+        if f:
+            layers.append([np.arange(n_out[l], dtype=np.int32) for _ in range(b)])
+        else:
+            per = ids[l][:b * strides[l]].reshape(b, strides[l])
+            layers.append([per[s, :nact[l][s]].copy() for s in range(b)])
+    out = {"active_layers": layers, "active": layers[-1], "active_parts": parts.T.copy()}
+    if logq is not None and not full[-1]:
+        lq = np.asarray(logq)[:b * strides[-1]].reshape(b, strides[-1])
+        out["logq"] = [lq[s, :nact[-1][s]].copy() for s in range(b)]
+    return out

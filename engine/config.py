@@ -19,6 +19,32 @@ def row_pass_fits(samplers: list[str]) -> bool:
     return len(samplers) == 2 and samplers[0] == "full" and samplers[1] != "full"
 
 
+def check_core_args(n_layers: int, max_layers: int, sizes, optimizer: str, query_mode: str,
+                    query_modes, layout: str, layouts, out_pass: str, samplers) -> list[str]:
+    """The compiled core's constructor arguments (engine/_core.pyx Core), checked; returns the weight
+    layout of layer 0 and of the later layers. ValueError naming what is wrong."""
+    if n_layers < 1 or n_layers > max_layers:
+        raise ValueError(f"the network must have 1..{max_layers} layers, got {n_layers}")
+    if any(int(s) < 1 for s in sizes):
+        raise ValueError(f"layer sizes must be >= 1, got {list(sizes)}")
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    if query_mode not in query_modes:
+        raise ValueError(f"unknown LSH query mode {query_mode!r}; known: {', '.join(query_modes)}")
+    parts = layout.split(",")
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or any(p not in layouts for p in parts):
+        raise ValueError(f"unknown weight layout {layout!r}: one of {', '.join(layouts)}, or two of them "
+                         f"separated by a comma (layer 0, later layers)")
+    if out_pass not in OUT_PASSES:
+        raise ValueError(f"out_pass must be 'sample' or 'row', got {out_pass!r}")
+    if out_pass == "row" and not row_pass_fits(list(samplers)):
+        raise ValueError("out_pass='row' needs one hidden layer computed in full and a sampled output "
+                         f"layer; got samplers {list(samplers)}")
+    return parts
+
+
 def derive_seed(seed: int, purpose: str) -> int:
     """A 63-bit seed for one named purpose (numpy SeedSequence of (seed, crc32(purpose))). The same
     derivation as the harness's derive_seed in its contract module (a test pins them equal): the engine
