@@ -558,3 +558,26 @@ def test_time_to_target_speedups_name_each_sweep_member():
     assert list(sp["slide"]) == ["SLIDE (lr 0.001)", "SLIDE (lr 0.002)"]
     assert list(sp["baseline"]) == ["dense", "dense"]          # one lr: its plain label
     assert list(sp["ttt_ratio"]) == pytest.approx([0.2, 0.4])
+
+
+def test_gpu_from_cores_claim_uses_the_gpu_machines_core_count():
+    """'SLIDE beats TF-GPU from 8 cores': behind the GPU on 16 cores means behind on 8 (does not hold);
+    behind on 4 cores says nothing about 8; no GPU experiment: not measured."""
+    claim = next(c for c in catalogue.CLAIMS if c.id == "cores-gpu")
+    rows = []
+    for s in range(3):
+        rows += _curve_rows("SLIDE", "slide", "default", s, *_linear(0.02, 40.0), dataset="amazon-medium")
+        rows += _curve_rows("dense-GPU", "torch_full_softmax", "tuned", s, *_linear(0.1, 10.0),
+                            dataset="amazon-medium", device="gpu")
+
+    def gpu_at(threads):
+        c = pd.DataFrame(rows).assign(n_threads=threads)
+        s = _gpu_summary("gpu", c)
+        s.runs = s.runs.assign(n_threads=threads)
+        return s
+
+    v = verdict.judge(claim, {"gpu": gpu_at(16)})
+    assert v.outcome == verdict.NOT_HOLDS and "16 cores" in v.measured and "behind on 8" in v.note
+    v = verdict.judge(claim, {"gpu": gpu_at(4)})
+    assert v.outcome.startswith(verdict.NOT_MEASURED) and "4 cores" in v.outcome
+    assert verdict.judge(claim, {}).outcome.startswith(verdict.NOT_MEASURED)

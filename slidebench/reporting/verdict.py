@@ -212,6 +212,29 @@ def rule_gpu_stand_in(claim: Claim, sums: Mapping[str, Summary]) -> Verdict:
                    f"decided by {found[0][0]}" if len(found) > 1 else "")
 
 
+def rule_gpu_from_cores(claim: Claim, sums: Mapping[str, Summary]) -> Verdict:
+    """"SLIDE beats the GPU from C cores" on a data set: judged as the GPU claim there, on the GPU
+    machine's cores. Behind the GPU on N >= C cores means behind on C too (fewer threads are slower:
+    docs/engine.md, "On 16 cores"), so it does not hold; ahead on N > C cores says nothing about C."""
+    cores = int(claim.extra["cores"])
+    gpu = Claim(claim.id, claim.text, "gpu_stand_in", "fig5", claim.dataset, Selector("tf_full_softmax", "", "gpu"),
+                None, None, {"stand_in": claim.extra["stand_in"]})
+    v = rule_gpu_stand_in(gpu, sums)
+    threads = [int(t) for e in claim.extra["stand_in"][1] if (x := sums.get(e)) is not None and x.present
+               and x.runs is not None and "n_threads" in x.runs
+               for t in x.runs.loc[x.runs["system"] == "slide", "n_threads"].dropna()]
+    if not threads or v.outcome.startswith(NOT_MEASURED):
+        return Verdict("-", f"{NOT_MEASURED} ({claim.extra.get('why', 'needs a GPU')})")
+    n = min(threads)
+    measured = f"SLIDE on {n} cores against the GPU ({claim.dataset}): {v.measured}"
+    if v.outcome == NOT_HOLDS and n >= cores:
+        return Verdict(measured, NOT_HOLDS, f"behind the GPU on {n} cores, so behind on {cores}; "
+                                            f"{claim.extra.get('rest', '')}".rstrip("; "))
+    if v.outcome == HOLDS and n == cores:
+        return Verdict(measured, HOLDS)
+    return Verdict(measured, f"{NOT_MEASURED} (SLIDE ran on {n} cores, the claim is about {cores})")
+
+
 def _every_level(sp: pd.DataFrame, sel: Selector, dataset: str) -> tuple[str, str] | None:
     rows = _select(sp, sel, dataset)
     rows = rows[rows["bound"].fillna("").astype(str) != "neither"] if len(rows) else rows
@@ -353,6 +376,7 @@ RULES: dict[str, Callable[[Claim, Mapping[str, Summary]], Verdict]] = {
     "reservoir_faster": rule_reservoir_faster,
     "not_measurable": rule_not_measurable,
     "gpu_stand_in": rule_gpu_stand_in,
+    "gpu_from_cores": rule_gpu_from_cores,
 }
 
 
