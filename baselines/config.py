@@ -38,6 +38,18 @@ def resolve_params(system: str, configs: dict[str, dict[str, Any]], params: dict
 
     Unknown keys raise ValueError naming the key. Returns a new dict with every key explicit.
     """
+    p = merge_config(system, configs, params, set(COMMON_KEYS) | set(extra_keys))
+    if "batch_size" not in p:
+        raise ValueError(f"{system}: params must contain 'batch_size' (the runner puts it there)")
+    validate_common(system, p)
+    return p
+
+
+
+def merge_config(system: str, configs: dict[str, dict[str, Any]], params: dict[str, Any],
+                 keys: set[str]) -> dict[str, Any]:
+    """params["config"]'s named configuration (absent or "default": "tuned") with params on top, as a new
+    dict; unknown configs and keys (beyond ``keys`` and the runner's) raise ValueError naming them."""
     if not isinstance(params, dict):
         raise ValueError(f"{system}: params must be a dict, got {type(params).__name__}")
     name = params.get("config", "tuned")
@@ -45,19 +57,15 @@ def resolve_params(system: str, configs: dict[str, dict[str, Any]], params: dict
         name = "tuned"
     if name not in configs:
         raise ValueError(f"{system}: unknown config {name!r}; known configs: {', '.join(sorted(configs))}")
-    known = set(COMMON_KEYS) | set(extra_keys) | RUNNER_KEYS
+    known = set(keys) | RUNNER_KEYS
     for key in params:
         if key not in known:
             raise ValueError(f"{system}: unknown parameter {key!r}; known parameters: {', '.join(sorted(known))}")
     p = dict(configs[name])
     p.update(params)
     p["config"] = name
-    if "batch_size" not in p:
-        raise ValueError(f"{system}: params must contain 'batch_size' (the runner puts it there)")
     p.setdefault("shuffle", True)
-    validate_common(system, p)
     return p
-
 
 
 def check(cond: bool, system: str, key: str, value: Any, what: str) -> None:
@@ -69,14 +77,17 @@ def is_int(x: Any) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
-def validate_common(system: str, p: dict[str, Any]) -> None:
-    check(is_int(p["batch_size"]) and p["batch_size"] >= 1, system, "batch_size", p["batch_size"], "must be an int >= 1")
+def validate_model(system: str, p: dict[str, Any]) -> None:
+    """The keys every dense baseline shares (TensorFlow's and PyTorch's): runner keys, device, the
+    network, Adam's constants, the init, predict_batch."""
+    if "batch_size" in p:
+        check(is_int(p["batch_size"]) and p["batch_size"] >= 1, system, "batch_size", p["batch_size"],
+              "must be an int >= 1")
     check(isinstance(p["shuffle"], bool), system, "shuffle", p["shuffle"], "must be true or false")
     check(p["device"] in ("cpu", "gpu"), system, "device", p["device"], "must be 'cpu' or 'gpu'")
     h = p["hidden"]
     check(isinstance(h, (list, tuple)) and len(h) >= 1 and all(is_int(v) and v >= 1 for v in h),
            system, "hidden", h, "must be a non-empty list of ints >= 1")
-    check(p["optimizer"] in ("adam", "sgd"), system, "optimizer", p["optimizer"], "must be 'adam' or 'sgd'")
     for key in ("lr", "eps"):
         check(isinstance(p[key], (int, float)) and not isinstance(p[key], bool) and p[key] > 0 and math.isfinite(p[key]),
                system, key, p[key], "must be a finite number > 0")
@@ -84,6 +95,13 @@ def validate_common(system: str, p: dict[str, Any]) -> None:
         check(isinstance(p[key], (int, float)) and 0 <= p[key] < 1, system, key, p[key], "must be in [0, 1)")
     check(p["init"] in ("release", "normal"), system, "init", p["init"], "must be 'release' or 'normal'")
     check(isinstance(p["init_std"], (int, float)) and p["init_std"] > 0, system, "init_std", p["init_std"], "must be > 0")
+    check(is_int(p["predict_batch"]) and p["predict_batch"] >= 1, system, "predict_batch", p["predict_batch"],
+          "must be an int >= 1")
+
+
+def validate_common(system: str, p: dict[str, Any]) -> None:
+    validate_model(system, p)
+    check(p["optimizer"] in ("adam", "sgd"), system, "optimizer", p["optimizer"], "must be 'adam' or 'sgd'")
     check(p["input_path"] in ("sparse_matmul", "gather"), system, "input_path", p["input_path"],
            "must be 'sparse_matmul' or 'gather'")
     check(p["optimizer_impl"] in ("keras", "rowsparse"), system, "optimizer_impl", p["optimizer_impl"],
@@ -99,8 +117,6 @@ def validate_common(system: str, p: dict[str, Any]) -> None:
                "needs optimizer_impl='rowsparse' (the Keras optimiser is not compiled)")
     t = p["inter_op_threads"]
     check(t is None or (is_int(t) and t >= 1), system, "inter_op_threads", t, "must be null/None or an int >= 1")
-    check(is_int(p["predict_batch"]) and p["predict_batch"] >= 1, system, "predict_batch", p["predict_batch"],
-           "must be an int >= 1")
 
 
 

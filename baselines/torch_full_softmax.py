@@ -22,7 +22,6 @@ optimiser), and ``tf32`` follows TensorFlow's own default on GPUs (TensorFloat-3
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, ClassVar
 
@@ -30,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..contract import BatchStream, Dataset, StepStats, check_csr, derive_seed
-from .config import check, is_int
+from .config import check, is_int, merge_config, validate_model
 
 SYSTEM = "torch_full_softmax"
 
@@ -51,45 +50,13 @@ KEYS: dict[str, str] = {
     "tf32": "TensorFloat-32 matmuls on a GPU (TensorFlow's default on GPUs; no effect on the CPU)",
     "predict_batch": "rows per top-k batch at evaluation",
 }
-RUNNER_KEYS = ("batch_size", "shuffle", "config")
 
 
 def resolve(params: dict[str, Any]) -> dict[str, Any]:
     """The named configuration plus overrides, every key checked; ValueError names the key."""
-    if not isinstance(params, dict):
-        raise ValueError(f"{SYSTEM}: params must be a dict, got {type(params).__name__}")
-    name = params.get("config", "tuned")
-    name = "tuned" if name == "default" else name
-    if name not in CONFIGS:
-        raise ValueError(f"{SYSTEM}: unknown config {name!r}; known configs: {', '.join(sorted(CONFIGS))}")
-    known = set(KEYS) | set(RUNNER_KEYS)
-    for key in params:
-        if key not in known:
-            raise ValueError(f"{SYSTEM}: unknown parameter {key!r}; known parameters: {', '.join(sorted(known))}")
-    p = dict(CONFIGS[name])
-    p.update(params)
-    p["config"] = name
-    p.setdefault("shuffle", True)
-    s = SYSTEM
-    if "batch_size" in p:
-        check(is_int(p["batch_size"]) and p["batch_size"] >= 1, s, "batch_size", p["batch_size"], "must be an int >= 1")
-    check(isinstance(p["shuffle"], bool), s, "shuffle", p["shuffle"], "must be true or false")
-    check(p["device"] in ("cpu", "gpu"), s, "device", p["device"], "must be 'cpu' or 'gpu'")
-    h = p["hidden"]
-    check(isinstance(h, (list, tuple)) and len(h) >= 1 and all(is_int(v) and v >= 1 for v in h),
-          s, "hidden", h, "must be a non-empty list of ints >= 1")
-    for key in ("lr", "eps"):
-        v = p[key]
-        check(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and math.isfinite(v),
-              s, key, v, "must be a finite number > 0")
-    for key in ("beta1", "beta2"):
-        v = p[key]
-        check(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1, s, key, v, "must be in [0, 1)")
-    check(p["init"] in ("release", "normal"), s, "init", p["init"], "must be 'release' or 'normal'")
-    check(isinstance(p["init_std"], (int, float)) and p["init_std"] > 0, s, "init_std", p["init_std"], "must be > 0")
-    check(isinstance(p["tf32"], bool), s, "tf32", p["tf32"], "must be true or false")
-    check(is_int(p["predict_batch"]) and p["predict_batch"] >= 1, s, "predict_batch", p["predict_batch"],
-          "must be an int >= 1")
+    p = merge_config(SYSTEM, CONFIGS, params, set(KEYS))
+    validate_model(SYSTEM, p)
+    check(isinstance(p["tf32"], bool), SYSTEM, "tf32", p["tf32"], "must be true or false")
     return p
 
 
