@@ -6,7 +6,7 @@ outputs, batch 128, DWTA K=6 L=50, range_pow 18, bucket size 128, 0.5% of the ou
 Shape `670k` (--shape 670k): the Amazon-670K output layer: 135,909 features (~75 nonzeros), hidden
 128, 670,091 outputs, batch 128, 1,000 and 3,000 active neurons per sample, 90% of them from LSH
 (vanilla DWTA, K = "auto", L = 50) and a 10% random block, rehash_every = "auto" (the interval at
-which a rehash is modelled to cost 10% of training time); prints samples/s, the rehash share under
+which a rehash is modelled to cost 8% of training time); prints samples/s, the rehash share under
 that schedule (and under the release's 6,400 samples), the STREAM fraction (the whole step's, and the
 update phase's alone) and 2-thread scaling.
 
