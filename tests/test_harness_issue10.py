@@ -553,3 +553,18 @@ def test_reproduce_leaves_out_smoke_and_tune_unless_named(tmp_path, monkeypatch,
     ran.clear()
     assert main(args + ["--only", "tune"]) == 0
     assert ran == ["tune"]
+
+
+def test_reproduce_never_runs_an_experiment_that_needs_pytorch():
+    """The committed experiments that `make reproduce` runs (every experiments/*.toml but those it leaves
+    out) must not need PyTorch: gpu.toml and gpu_lr.toml are `make gpu`'s. Without gpu in
+    NOT_IN_REPRODUCE a 2-core reproduce would train 15 extra SLIDE runs and skip 15 dense ones."""
+    from pathlib import Path
+
+    from slidebench.cli import NOT_IN_REPRODUCE
+    from slidebench.harness.spec import load_experiment
+    root = Path(__file__).resolve().parent.parent / "experiments"
+    needs_torch = {p.stem for p in root.glob("*.toml")
+                   if any(s.system == "torch_full_softmax" for s in load_experiment(p).systems)}
+    assert needs_torch >= {"gpu", "gpu_lr"}
+    assert needs_torch <= set(NOT_IN_REPRODUCE)
