@@ -43,7 +43,8 @@ SYSTEMS: dict[str, tuple[str, str, str, int, str]] = {
     "slide": ("#d62728", "#8c1515", "o", 0, "SLIDE"),
     "tf_full_softmax": ("#1f77b4", "#0b3d66", "s", 10, "TF full softmax"),
     "tf_sampled_softmax": ("#2ca02c", "#145214", "^", 20, "TF sampled softmax"),
-    "torch_full_softmax": ("#9467bd", "#5b2c83", "D", 15, "dense softmax (PyTorch)"),
+    # dark teal: no sweep palette colour (PALETTE) is near it, so its lr variants stay apart from it
+    "torch_full_softmax": ("#00757f", "#004c54", "D", 15, "dense softmax (PyTorch)"),
 }
 CONFIG_LINESTYLE: dict[str, str] = {"default": "-", "tuned": "-", "paper": "--"}
 # the 2019 release's configuration: a lighter shade of the system's colour
