@@ -233,7 +233,7 @@ DENSE_GPU = Selector("torch_full_softmax", "", "gpu")
 GPU_STAND_IN = (DENSE_GPU, ("gpu_lr", "gpu"),
                 "no TensorFlow GPU run; SLIDE on every core of the GPU machine against dense full softmax in "
                 "PyTorch on its GPU (TF's stand-in: the same model, loss and Adam), each at its best of the "
-                "lrs tried where an lr check ran")
+                "lr check's lrs where one ran")
 TF_SAMPLED_PAPER = Selector("tf_sampled_softmax", "paper")
 
 CLAIMS: tuple[Claim, ...] = (
