@@ -90,6 +90,20 @@ def ratio_at_level(sums, claim_id: str, dataset: str, frac: float) -> tuple[str,
             float(r["speedup_max"]))
 
 
+def not_rerun(claim_id: str, ref_sums, new_sums) -> list[str]:
+    """The experiments a claim is judged from besides its own (a GPU claim's stand-in: gpu_lr, gpu) that
+    the reference has and the rerun has none of; [] when the rerun can judge it as the reference did."""
+    from slidebench.reporting.catalogue import CLAIMS
+    claim = next((c for c in CLAIMS if c.id == claim_id), None)
+    extra = list(claim.extra.get("stand_in", (None, ()))[1]) if claim else []
+
+    def has(sums, e):
+        return e in sums and sums[e].present
+    if not extra or any(has(new_sums, e) for e in extra):
+        return []
+    return [e for e in extra if has(ref_sums, e)]
+
+
 def _fmt(r) -> str:
     return f"{r[0]}{r[1]:.2f}x [{r[2]:.2f}, {r[3]:.2f}]"
 
@@ -145,6 +159,11 @@ def main(argv=None) -> int:
         if cid not in new.index:
             continue
         r, n = ref.loc[cid], new.loc[cid]
+        gone = not_rerun(cid, ref_sums, new_sums)
+        if gone and str(n["verdict"]).startswith("not measured"):
+            print(f"{cid:16s} {'-':>34s} {'-':>26s}    -    not rerun: the reference reads {', '.join(gone)}, "
+                  "the rerun has none of them")
+            continue
         same = r["verdict"] == n["verdict"]
         rr, nn = first_ratio(r["measured"]), first_ratio(n["measured"])
         lvl, extra = first_level(r["measured"]) if rr else None, ""

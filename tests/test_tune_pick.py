@@ -125,3 +125,23 @@ def test_compare_reference_compares_ratios_at_the_references_level(monkeypatch, 
     new[1]["fig5"].speedup.loc[1, "speedup_median"] = 1.6   # the same level, now outside the seeds' spread
     assert cr.main(["ref", "new", "--drift", "1"]) == 1
     assert "OUTSIDE" in capsys.readouterr().out
+
+
+def test_compare_reference_says_not_rerun_for_a_gpu_claim_whose_runs_the_rerun_lacks(monkeypatch, capsys):
+    """The GPU claims read gpu_lr / gpu (a lent GPU machine); a 2-core headline rerun has neither. That
+    is 'not rerun', not a disagreement; a rerun that has them is compared as usual."""
+    import pandas as pd
+
+    import benchmarks.compare_reference as cr
+    from slidebench.reporting.summaries import Summary
+
+    def t(verdict):
+        return pd.DataFrame({"claim": ["amazon-gpu"], "experiment": ["fig5"], "verdict": [verdict],
+                             "measured": ["-"]}).set_index("claim")
+    gpu = {"gpu_lr": Summary("gpu_lr", runs=pd.DataFrame({"seed": [0]}))}
+    tables = {"ref": (t("does not hold"), gpu), "cpu": (t("not measured here (no GPU)"), {}),
+              "gpu2": (t("holds"), gpu)}
+    monkeypatch.setattr(cr, "table", lambda d, only: tables[d])
+    assert cr.main(["ref", "cpu"]) == 0
+    assert "not rerun: the reference reads gpu_lr" in capsys.readouterr().out
+    assert cr.main(["ref", "gpu2"]) == 1           # both have the GPU runs: a flipped verdict counts
