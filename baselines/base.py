@@ -33,7 +33,7 @@ import scipy.sparse as sp
 
 from ..contract import Dataset, StepStats, check_csr, derive_seed
 from . import rowsparse_adam
-from .config import is_int, resolve_params, thread_settings
+from .config import check_int, check_setup_args, require_setup, resolve_params, thread_settings
 from .tf_runtime import configure_tf, keras_version, quiet_stderr
 from .topk import block_top_k
 
@@ -91,10 +91,7 @@ class TFTrainerBase:
     # ---------------------------------------------------------------- contract
 
     def setup(self, data: Dataset, params: dict[str, Any], *, seed: int, n_threads: int, batches=None) -> None:
-        if not is_int(n_threads) or n_threads < 1:
-            raise ValueError(f"{self.system}: n_threads must be an int >= 1, got {n_threads!r}")
-        if not is_int(seed) or seed < 0:
-            raise ValueError(f"{self.system}: seed must be an int >= 0, got {seed!r}")
+        check_setup_args(self.system, seed, n_threads)
         p = resolve_params(self.system, self.CONFIGS, params, self.EXTRA_KEYS)
         self._validate_extra(p)
         data.validate()
@@ -168,10 +165,8 @@ class TFTrainerBase:
         self._predict_calls = 0
 
     def train_steps(self, n_steps: int) -> StepStats:
-        if self.p is None:
-            raise RuntimeError(f"{self.system}: call setup() before train_steps()")
-        if not is_int(n_steps) or n_steps < 1:
-            raise ValueError(f"{self.system}: n_steps must be an int >= 1, got {n_steps!r}")
+        require_setup(self.system, self.p is not None, "train_steps")
+        check_int(self.system, "n_steps", n_steps, 1)
         total, n_samples = 0.0, 0
         for _ in range(n_steps):
             batch = self.stream.next_batch()
@@ -190,11 +185,9 @@ class TFTrainerBase:
                          epoch=self.stream.epoch_progress, counters=self._counters())
 
     def predict_topk(self, X_csr: sp.csr_matrix, k: int) -> np.ndarray:
-        if self.p is None:
-            raise RuntimeError(f"{self.system}: call setup() before predict_topk()")
+        require_setup(self.system, self.p is not None, "predict_topk")
         check_csr(X_csr, "X", self.n_features)
-        if not is_int(k) or not 1 <= k <= self.n_labels:
-            raise ValueError(f"{self.system}: k must be an int in [1, n_labels={self.n_labels}], got {k!r}")
+        check_int(self.system, "k", k, 1, self.n_labels, f"in [1, n_labels={self.n_labels}]")
         tf = self.tf
         n = X_csr.shape[0]
         out = np.empty((n, k), np.int32)

@@ -45,7 +45,6 @@ def resolve_params(system: str, configs: dict[str, dict[str, Any]], params: dict
     return p
 
 
-
 def merge_config(system: str, configs: dict[str, dict[str, Any]], params: dict[str, Any],
                  keys: set[str]) -> dict[str, Any]:
     """params["config"]'s named configuration (absent or "default": "tuned") with params on top, as a new
@@ -75,6 +74,26 @@ def check(cond: bool, system: str, key: str, value: Any, what: str) -> None:
 
 def is_int(x: Any) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def check_setup_args(system: str, seed: Any, n_threads: Any) -> None:
+    """A baseline's ``setup(seed=, n_threads=)``: ValueError unless seed >= 0 and n_threads >= 1 are ints."""
+    if not is_int(n_threads) or n_threads < 1:
+        raise ValueError(f"{system}: n_threads must be an int >= 1, got {n_threads!r}")
+    if not is_int(seed) or seed < 0:
+        raise ValueError(f"{system}: seed must be an int >= 0, got {seed!r}")
+
+
+def require_setup(system: str, ready: bool, call: str) -> None:
+    """RuntimeError for a trainer call made before ``setup``."""
+    if not ready:
+        raise RuntimeError(f"{system}: call setup() before {call}()")
+
+
+def check_int(system: str, name: str, value: Any, lo: int, hi: int | None = None, what: str = "") -> None:
+    """ValueError unless ``value`` (``n_steps``, ``k``) is an int in [lo, hi]; ``what`` words the range."""
+    if not is_int(value) or value < lo or (hi is not None and value > hi):
+        raise ValueError(f"{system}: {name} must be an int {what or f'>= {lo}'}, got {value!r}")
 
 
 def validate_model(system: str, p: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..contract import BatchStream, Dataset, StepStats, check_csr, derive_seed
-from .config import check, is_int, merge_config, validate_model
+from .config import check, check_int, check_setup_args, merge_config, require_setup, validate_model
 
 SYSTEM = "torch_full_softmax"
 
@@ -88,10 +88,7 @@ class TorchFullSoftmaxTrainer:
 
     def setup(self, data: Dataset, params: dict[str, Any], *, seed: int, n_threads: int,
               batches: BatchStream | None = None) -> None:
-        if not is_int(n_threads) or n_threads < 1:
-            raise ValueError(f"{SYSTEM}: n_threads must be an int >= 1, got {n_threads!r}")
-        if not is_int(seed) or seed < 0:
-            raise ValueError(f"{SYSTEM}: seed must be an int >= 0, got {seed!r}")
+        check_setup_args(SYSTEM, seed, n_threads)
         p = resolve(params)
         if "batch_size" not in p:
             raise ValueError(f"{SYSTEM}: params must contain 'batch_size' (the runner puts it there)")
@@ -184,10 +181,8 @@ class TorchFullSoftmaxTrainer:
         return loss.detach()
 
     def train_steps(self, n_steps: int) -> StepStats:
-        if self.p is None:
-            raise RuntimeError(f"{SYSTEM}: call setup() before train_steps()")
-        if not is_int(n_steps) or n_steps < 1:
-            raise ValueError(f"{SYSTEM}: n_steps must be an int >= 1, got {n_steps!r}")
+        require_setup(SYSTEM, self.p is not None, "train_steps")
+        check_int(SYSTEM, "n_steps", n_steps, 1)
         losses, n_samples = [], 0
         for _ in range(n_steps):
             batch = self.stream.next_batch()
@@ -200,11 +195,9 @@ class TorchFullSoftmaxTrainer:
                          epoch=self.stream.epoch_progress, counters={})
 
     def predict_topk(self, X_csr: sp.csr_matrix, k: int) -> np.ndarray:
-        if self.p is None:
-            raise RuntimeError(f"{SYSTEM}: call setup() before predict_topk()")
+        require_setup(SYSTEM, self.p is not None, "predict_topk")
         check_csr(X_csr, "X", self.n_features)
-        if not is_int(k) or not 1 <= k <= self.n_labels:
-            raise ValueError(f"{SYSTEM}: k must be an int in [1, n_labels={self.n_labels}], got {k!r}")
+        check_int(SYSTEM, "k", k, 1, self.n_labels, f"in [1, n_labels={self.n_labels}]")
         torch = self.torch
         n = X_csr.shape[0]
         out = np.empty((n, k), np.int32)
