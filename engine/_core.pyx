@@ -326,7 +326,7 @@ cdef class Core:
         self.samples_seen += b
         stats["time_forward_backward_s"] = t_b - t_a
         stats["time_update_s"] = time.perf_counter() - t_b
-        n_act = np.asarray(<int[:b]> wk.nact[L - 1])
+        n_act = nact_arr[L - 1][:b]
         if keep_active:      # debug hook for tests: each sample's active set (ids) in every layer
             stats.update(active_sets(ids_arr, nact_arr, [wk.full[l] for l in range(L)],
                                      [net.sizes[l + 1] for l in range(L)], [wk.stride[l] for l in range(L)],
