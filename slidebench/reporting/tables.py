@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .catalogue import param_phrase
 from .formatting import _param_cols, _strcol, _val
+from .speedup import variant_labels
 
 __all__ = ["olympic_mean", "group_table", "speedups", "md_table", "fmt"]
 
@@ -84,15 +84,6 @@ def group_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _variant(g: pd.DataFrame, row: pd.Series) -> str:
-    """A row's label with the swept params that tell it from its label's other rows ("SLIDE (lr 0.002)")."""
-    same = g[g["label"] == row["label"]]
-    vary = [c for c in g.columns if c.startswith("param_") and same[c].astype(str).nunique() > 1]
-    if not vary:
-        return str(row["label"])
-    return f"{row['label']} ({', '.join(param_phrase(c.removeprefix('param_'), row[c]) for c in vary)})"
-
-
 def speedups(tab: pd.DataFrame) -> pd.DataFrame:
     """Ratios of each baseline's time to target over SLIDE's in the same context (dataset, threads,
     batch, protocol), and, where the target was not reached, the throughput ratio beside it."""
@@ -106,11 +97,12 @@ def speedups(tab: pd.DataFrame) -> pd.DataFrame:
         base = g[g["system"] != "slide"]
         # runs that never trained (skipped: no GPU; errors before the first step) have nothing to compare
         base = base[base["train_time_s"].astype(float).fillna(0) > 0]
+        names = variant_labels(g)          # a sweep's members by their swept params ("SLIDE (lr 0.002)")
         for _, s in slide.iterrows():
             for _, b in base.iterrows():
                 r = dict(zip(ctx, key))
-                r["slide"] = _variant(g, s)
-                r["baseline"] = _variant(g, b)
+                r["slide"] = names[s.name]
+                r["baseline"] = names[b.name]
                 r["ttt_ratio"] = (b["ttt_olympic_s"] / s["ttt_olympic_s"]
                                   if np.isfinite(b["ttt_olympic_s"]) and np.isfinite(s["ttt_olympic_s"])
                                   and s["ttt_olympic_s"] > 0 else float("nan"))
