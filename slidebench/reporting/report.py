@@ -22,6 +22,7 @@ from .catalogue import DESCRIPTIONS, PAPER_CLAIMS, PLATEAU_EXPERIMENTS, SPEEDUP_
 from .formatting import _val, footer_text, hard_threshold_prob
 from .plateau import plateau_md
 from .sections import reference_md, roofline_md, speedup_levels_md, verdict_md
+from .speedup import variant_labels
 from .summaries import Summary, available_experiments, load_reference, load_roofline, load_summary
 from .tables import _fmt, _group_cols, _md_table, group_table, olympic_mean, speedups  # noqa: F401
 
@@ -37,8 +38,8 @@ def _measurement_train(name: str, tab: pd.DataFrame, sp: pd.DataFrame, has_targe
     if len(tab) == 0:
         return "no finished runs."
     out = []
-    swept = len(sp) and any(str(x).endswith(")") and " (" in str(x) for x in sp["slide"])
-    if swept:        # a sweep: each system's best member by final P@1 (the speedup table pairs them all)
+    if len(sp) and (variant_labels(tab) != tab["label"].astype(str)).any():
+        # a sweep: each system's best member by final P@1 (the speedup table pairs them all)
         for sysname, g in tab.groupby("system", sort=True):
             best = g.sort_values("p1_mean", ascending=False).iloc[0]
             params = ", ".join(f"{c.removeprefix('param_')} {_val(best[c])}" for c in tab.columns

@@ -13,13 +13,13 @@ release's configuration of that baseline reads "holds only under the paper's pro
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from .catalogue import ACCURACY_TOLERANCE, CLAIMS, TIMING_DRIFT, Claim, Selector
+from .catalogue import ACCURACY_TOLERANCE, CLAIMS, TF_FULL_GPU, TIMING_DRIFT, Claim, Selector
 from .speedup import bound_str, speedup_text, variant_labels
 from .summaries import Summary, run_params
 
@@ -217,9 +217,7 @@ def rule_gpu_from_cores(claim: Claim, sums: Mapping[str, Summary]) -> Verdict:
     machine's cores. Behind the GPU on N >= C cores means behind on C too (fewer threads are slower:
     docs/engine.md, "On 16 cores"), so it does not hold; ahead on N > C cores says nothing about C."""
     cores = int(claim.extra["cores"])
-    gpu = Claim(claim.id, claim.text, "gpu_stand_in", "fig5", claim.dataset, Selector("tf_full_softmax", "", "gpu"),
-                None, None, {"stand_in": claim.extra["stand_in"]})
-    v = rule_gpu_stand_in(gpu, sums)
+    v = rule_gpu_stand_in(replace(claim, rule="gpu_stand_in", experiment="fig5", baseline=TF_FULL_GPU), sums)
     threads = [int(t) for e in claim.extra["stand_in"][1] if (x := sums.get(e)) is not None and x.present
                and x.runs is not None and "n_threads" in x.runs
                for t in x.runs.loc[x.runs["system"] == "slide", "n_threads"].dropna()]
