@@ -56,7 +56,8 @@ class NumpyNet:
             a.append(np.maximum(z, 0) if l < self.n_layers - 1 else z)
         return a
 
-    def step(self, X, Y):
+    def loss_and_grads(self, X, Y):
+        """The batch loss (sum over samples / batch size) and every parameter's gradient."""
         b = X.shape[0]
         acts = self.forward(X)
         z = acts[-1]
@@ -75,6 +76,10 @@ class NumpyNet:
             grads[f"b{l}"] = dz.sum(0)
             if l > 0:
                 dz = (dz @ self.p[f"W{l}"].T) * (acts[l] > 0)
+        return loss_s.mean(), grads
+
+    def step(self, X, Y):
+        loss, grads = self.loss_and_grads(X, Y)
         # touched rows: W0 rows of the features present in the batch; every row of full layers
         touched0 = np.unique(X.indices)
         self.t += 1
@@ -89,7 +94,7 @@ class NumpyNet:
             mhat = m[rows] / (1 - self.b1 ** self.t)
             vhat = v[rows] / (1 - self.b2 ** self.t)
             self.p[k][rows] -= self.lr * mhat / (np.sqrt(vhat) + self.eps)
-        return loss_s.mean()
+        return loss
 
 
 def assert_params_close(net_params, ref_params, rtol=2e-4, atol=2e-6):

@@ -3,9 +3,9 @@
 Checked without PyTorch (run everywhere): params validation, the registry, that importing the module
 does not import PyTorch. Checked with PyTorch (skipped, and reported so by ``-ra``, where it is not
 installed; the suite's extras do not pull it in, since PyPI's default build is several GB of CUDA):
-the loss and its gradients against a NumPy reference of the TF baselines' loss, one Adam step against
-the textbook update, determinism, learning on a planted set, the harness end to end on the CPU, and
-DeviceUnavailable for ``device = "gpu"`` without CUDA.
+the loss and its gradients against the engine tests' NumPy reference (NumpyNet: the same model and
+loss), one Adam step against its textbook update, determinism, learning on a planted set, the
+harness end to end on the CPU, and DeviceUnavailable for ``device = "gpu"`` without CUDA.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 
 from slidebench.baselines.torch_full_softmax import CONFIGS, TorchFullSoftmaxTrainer, encode_labels, resolve
 from test_baselines import p_at_1, planted
+from test_engine_network import NumpyNet
 
 # ----------------------------------------------------------------------------------- no PyTorch needed
 
@@ -75,35 +76,12 @@ def _trainer(ds, seed=0, **params):
     return tr
 
 
-def _numpy_loss_and_grads(P: dict, X, Y):
-    """The TF baselines' loss (base.py) in NumPy, one hidden layer, with its gradients by hand."""
-    Xd = X.toarray().astype(np.float64)
-    W0, b0, W1, b1 = (P[k].astype(np.float64) for k in ("W0", "b0", "W1", "b1"))
-    z = Xd @ W0 + b0
-    h = np.maximum(z, 0)
-    logits = h @ W1 + b1
-    m = logits.max(axis=1, keepdims=True)
-    e = np.exp(logits - m)
-    lse = (m + np.log(e.sum(axis=1, keepdims=True))).ravel()
-    soft = e / e.sum(axis=1, keepdims=True)
-    T = Y.toarray().astype(np.float64)
-    counts = T.sum(axis=1)
-    has = (counts > 0).astype(np.float64)
-    T = T / np.maximum(counts, 1)[:, None]
-    b = X.shape[0]
-    loss = float(np.sum(has * lse - (T * logits).sum(axis=1)) / b)
-    dlogits = (has[:, None] * soft - T) / b
-    dW1, db1 = h.T @ dlogits, dlogits.sum(axis=0)
-    dz = (dlogits @ W1.T) * (z > 0)
-    return loss, {"W0": Xd.T @ dz, "b0": dz.sum(axis=0), "W1": dW1, "b1": db1}
-
-
 def test_loss_and_gradients_match_numpy_reference():
     _torch()
     ds = planted(n_train=64, n_test=16, empty_every=5)
     tr = _trainer(ds, hidden=[24], init="normal", init_std=0.3)
     X, Y = ds.X_train[:32], ds.Y_train[:32]
-    ref_loss, ref_g = _numpy_loss_and_grads(tr.get_params(), X, Y)
+    ref_loss, ref_g = NumpyNet(tr.get_params(), "adam").loss_and_grads(X, Y)
     loss = tr.loss(X, Y)
     loss.backward()
     assert float(loss.detach()) == pytest.approx(ref_loss, rel=1e-5)
@@ -117,14 +95,12 @@ def test_first_adam_step_is_the_textbook_update():
     ds = planted(n_train=64, n_test=16)
     lr, eps = 1e-2, 1e-8
     tr = _trainer(ds, hidden=[16], lr=lr, eps=eps)
-    before = tr.get_params()
-    X, Y = tr.stream.X, tr.stream.Y
+    ref = NumpyNet(tr.get_params(), "adam", lr=lr, eps=eps)
     rows = tr.stream._order[:32]
-    _, g = _numpy_loss_and_grads(before, X[rows], Y[rows])
+    ref.step(tr.stream.X[rows], tr.stream.Y[rows])     # step 1: m_hat = g, v_hat = g^2: lr * g / (|g| + eps)
     tr.train_steps(1)
     after = tr.get_params()
-    for k in before:      # step 1: m_hat = g, v_hat = g^2: the update is lr * g / (|g| + eps)
-        want = before[k] - lr * g[k] / (np.abs(g[k]) + eps)
+    for k, want in ref.p.items():
         np.testing.assert_allclose(after[k], want, atol=2e-5 * lr * 100, err_msg=k)
 
 
