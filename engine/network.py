@@ -93,13 +93,14 @@ class Network:
         L = cfg.n_layers
         samplers = [cfg.layer_sampler(l) for l in range(L)]
         qmode = cfg.sampler if cfg.sampler in LSH_SAMPLERS else "vanilla"
+        self.out_pass = cfg.out_pass if out_pass is None else out_pass
         self._core = _core.Core(
             cfg.sizes, samplers, [cfg.target(l) for l in range(L)], [cfg.min_active_for(l) for l in range(L)],
             optimizer=cfg.optimizer, lr=cfg.lr, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps,
             query_mode=qmode, min_hits=cfg.threshold_m, seed=self.engine_seed, n_threads=self.n_threads,
             layout=_layout(layout), lsh_caps=[cfg.lsh_cap(l) for l in range(L)],
             rand_blocks=[cfg.rand_block(l) for l in range(L)], correct=cfg.correction == "logq",
-            out_pass=cfg.out_pass if out_pass is None else out_pass)
+            out_pass=self.out_pass)
         if _init_weights:
             rng = np.random.default_rng(derive_seed(self.seed, "init"))
             for l in range(L):
@@ -419,5 +420,6 @@ class Network:
                 "lsh_caps": [self.cfg.lsh_cap(l) for l in range(self.cfg.n_layers)],
                 "random_blocks": [self.cfg.rand_block(l) for l in range(self.cfg.n_layers)],
                 "K": [self.cfg.K_for(l) for l in self._tabled], "correction": self.cfg.correction,
+                "out_pass": self.out_pass,
                 "n_threads": self.n_threads, "seed": self.seed, "kernels": _core.kernels_dispatch(),
                 "memory_estimate_bytes": self.memory_estimate["total"], "table_bytes": self.table_bytes()}

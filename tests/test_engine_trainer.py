@@ -78,6 +78,22 @@ def test_paper_config_and_errors(data):
         get_trainer("slide")().train_steps(1)
 
 
+@pytest.mark.parametrize("config, extra, order", [
+    ("default", {}, "row"), ("paper", {"range_pow": 10, "L": 8}, "row"), ("lsh", {"range_pow": 10, "L": 8, "lsh_active": 10, "random_active": 10}, "row"),
+    ("default", {"hidden": [32, 16]}, "sample"),        # two hidden layers: the row order does not run them
+    ("default", {"sampler": "full"}, "sample"),          # nothing sampled
+    ("default", {"out_pass": "sample"}, "sample"),       # named in the params: kept
+])
+def test_named_configs_train_in_the_row_order_where_the_shape_runs_it(data, config, extra, order):
+    tr = get_trainer("slide")()
+    tr.setup(data, {"batch_size": 32, "config": config, "active": 20, **extra}, seed=0, n_threads=2)
+    assert tr.net.out_pass == order and tr.describe()["engine"]["out_pass"] == order
+    assert math.isfinite(tr.train_steps(2).loss)
+    with pytest.raises(ValueError, match="param 'out_pass' = 'row' needs one hidden layer"):
+        get_trainer("slide")().setup(data, {"batch_size": 32, "hidden": [32, 16], "out_pass": "row"},
+                                     seed=0, n_threads=1)
+
+
 def test_step_counters_carry_the_active_set_composition(data):
     tr = get_trainer("slide")()
     tr.setup(data, {"batch_size": 64, "sampler": "topk", "hash": "simhash", "K": 3, "L": 8, "range_pow": 8,

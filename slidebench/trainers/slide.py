@@ -9,6 +9,8 @@ Params: the runner's keys (``batch_size``, ``shuffle``, ``config``) plus the eng
 * ``paper``: the 2019 release's settings (DWTA K=6 L=50 vanilla padded to 0.5%, no correction, Adam 1e-4).
 
 Explicit params override the named configuration; unknown keys raise ValueError (from the engine).
+Every configuration trains in the row order (``out_pass = "row"``) where the network's shape runs it
+and in the sample order otherwise, unless the params name ``out_pass``.
 """
 from __future__ import annotations
 
@@ -42,6 +44,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
+def _pass_order(engine_params: dict[str, Any], n_features: int, n_labels: int) -> str:
+    """The training step's pass order when the params do not name one: "row" (engine/net_rowpass.pxd:
+    the same step up to the hidden deltas' rounding, bitwise the same at any thread count, 1.10x the
+    sample order's rate on the headline's amazon shape at 2 threads, docs/engine.md) where the
+    network's shape runs it (one hidden layer computed in full, a sampled output layer), else "sample"."""
+    from ..engine import parse_config
+    from ..engine.config import row_pass_fits
+    cfg = parse_config(n_features, n_labels, {**engine_params, "out_pass": "sample"})
+    return "row" if row_pass_fits([cfg.layer_sampler(l) for l in range(cfg.n_layers)]) else "sample"
+
+
 class SlideTrainer:
     """Trainer contract on top of slidebench.engine.Network."""
 
@@ -60,7 +73,7 @@ class SlideTrainer:
         import psutil
 
         from ..engine import estimate_memory, parse_config
-        engine_params = cls._engine_params(params)
+        engine_params = cls._engine_params(params, n_features, n_labels)
         if n_features is None or n_labels is None:         # shapes unknown: the keys and values only
             parse_config(1, 1, engine_params)
             return engine_params
@@ -72,7 +85,8 @@ class SlideTrainer:
         return engine_params
 
     @staticmethod
-    def _engine_params(params: dict[str, Any]) -> dict[str, Any]:
+    def _engine_params(params: dict[str, Any], n_features: int | None = None,
+                       n_labels: int | None = None) -> dict[str, Any]:
         if not isinstance(params, dict):
             raise ValueError(f"slide: params must be a dict, got {type(params).__name__}")
         name = params.get("config", "default")
@@ -83,6 +97,8 @@ class SlideTrainer:
             raise ValueError(f"slide: 'shuffle' must be true or false, got {shuffle!r}")
         engine_params = dict(CONFIGS[name])
         engine_params.update({k: v for k, v in params.items() if k not in ("shuffle", "config")})
+        if "out_pass" not in engine_params and n_features is not None and n_labels is not None:
+            engine_params["out_pass"] = _pass_order(engine_params, n_features, n_labels)
         return engine_params
 
     def setup(self, data: Dataset, params: dict[str, Any], *, seed: int, n_threads: int,
@@ -91,7 +107,8 @@ class SlideTrainer:
 
         if isinstance(params, dict) and "batch_size" not in params:
             raise ValueError("slide: params must contain 'batch_size' (the runner puts it there)")
-        engine_params = self._engine_params(params)
+        data.validate()
+        engine_params = self._engine_params(params, data.n_features, data.n_labels)
         name = params.get("config", "default")
         shuffle = params.get("shuffle", True)
         self.params = dict(params)
@@ -99,7 +116,6 @@ class SlideTrainer:
         self.batch_size = int(params["batch_size"])
         self.n_threads = int(n_threads)
         self.predict_mode = engine_params.get("predict_mode", "exact")
-        data.validate()
         self.net = Network.from_params(data.n_features, data.n_labels, engine_params,
                                        seed=derive_seed(seed, "slide"), n_threads=self.n_threads)
         self.stream = batches if batches is not None else data.batches(self.batch_size, seed, shuffle=shuffle)
