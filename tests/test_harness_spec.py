@@ -302,3 +302,23 @@ def test_runs_execute_round_by_round_over_the_seeds_unless_grouped(tmp_path):
         'batch_sizes = [64, 128]', 'batch_sizes = [64, 128]\norder = "shuffled"'), "exp3")
     with pytest.raises(SpecError, match=r"\[run\].*order"):
         load_experiment(bad)
+
+
+def test_sweep_values_per_data_set(tmp_path):
+    """A sweep member may give one value per data set (the GPU lr check scales each data set's own lr);
+    each run carries its data set's value, in its params and in its sweep (the param_* columns)."""
+    text = GOOD.replace("{{", "{").replace("}}", "}")
+    old = "sweep = { K = [4, 8], L = [10, 20, 30] }"
+    p = write(tmp_path, text.replace(old, "sweep = { lr = [{ amazon = 2e-3, delicious = 1.3e-3 }, 3e-4] }")
+              .replace("{name}", "pd"), "pd")
+    slide = [r for r in expand(load_experiment(p)) if r.label == "SLIDE"]
+    got = {(r.data["preset"], r.params["lr"], r.sweep["lr"]) for r in slide}
+    assert got == {("amazon", 2e-3, 2e-3), ("delicious", 1.3e-3, 1.3e-3), ("amazon", 3e-4, 3e-4),
+                   ("delicious", 3e-4, 3e-4)}
+    assert len({r.log_path() for r in slide}) == len(slide)
+    for bad, match in [("[{ amazon = 2e-3 }]", "exactly the presets"),
+                       ("[{ amazon = 2e-3, delicious = nan }]", "finite"),
+                       ("[{ amazon = 2e-3, delicious = { x = 1 } }]", "table")]:
+        q = write(tmp_path, text.replace(old, f"sweep = {{ lr = {bad} }}").replace("{name}", "pdb"), "pdb")
+        with pytest.raises(SpecError, match=match):
+            load_experiment(q)

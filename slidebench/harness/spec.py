@@ -291,7 +291,16 @@ def parse_experiment(raw: dict[str, Any], path: str | Path) -> Experiment:
                     raise _err(path, where, f"sweep key {k!r} is set by the runner; use [run] batch_sizes")
                 if not isinstance(v, list) or not v:
                     raise _err(path, where, f"sweep key {k!r} must be a non-empty list, got {v!r}")
-                _check_param_value(path, where, k, v)
+                for sv in v:
+                    if isinstance(sv, dict):      # one value per data set, as in params
+                        if not presets or set(sv) != set(presets):
+                            raise _err(path, where, f"sweep key {k!r}: a table of values per data set must name "
+                                                    f"exactly the presets {', '.join(presets or [])}, got "
+                                                    f"{', '.join(map(str, sv))}")
+                        for pv in sv.values():
+                            _check_param_value(path, where, k, pv)
+                    else:
+                        _check_param_value(path, where, k, sv)
             systems.append(SystemSpec(label, system, config, dict(params), {k: list(v) for k, v in sweep.items()}))
 
     return Experiment(name=name, path=path, kind=kind, protocol=protocol, description=description,
@@ -369,6 +378,7 @@ def expand(exp: Experiment, *, scale: str | None = None, data_dir: str | Path | 
             sw = dict(zip(keys, values))
             for preset in (exp.presets or (None,)):
                 params = {k: (v[preset] if isinstance(v, dict) else v) for k, v in {**s.params, **sw}.items()}
+                sw_run = {k: (v[preset] if isinstance(v, dict) else v) for k, v in sw.items()}
                 if exp.files:
                     data = {"preset": None, "name": exp.files["name"], "train": exp.files["train"],
                             "test": exp.files["test"], "scale": sc, "data_dir": None, "seed": exp.data_seed}
@@ -380,7 +390,7 @@ def expand(exp: Experiment, *, scale: str | None = None, data_dir: str | Path | 
                     for nt in thread_list:
                         for bs in exp.batch_sizes:
                             runs.append(RunSpec(experiment=exp.name, label=s.label, system=s.system,
-                                                config=s.config, params=params, sweep=sw, seed=seed,
+                                                config=s.config, params=params, sweep=sw_run, seed=seed,
                                                 n_threads=nt, batch_size=bs, protocol=exp.protocol,
                                                 data=data, budget=_budget_for(exp, preset or exp.files["name"], eff_scale),
                                                 eval=dict(exp.eval_scales.get(eff_scale, exp.eval))))
