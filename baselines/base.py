@@ -188,7 +188,6 @@ class TFTrainerBase:
         require_setup(self.system, self.p is not None, "predict_topk")
         check_csr(X_csr, "X", self.n_features)
         check_int(self.system, "k", k, 1, self.n_labels, f"in [1, n_labels={self.n_labels}]")
-        tf = self.tf
         n = X_csr.shape[0]
         out = np.empty((n, k), np.int32)
         step = int(self.p["predict_batch"])
