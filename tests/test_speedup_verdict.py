@@ -581,3 +581,24 @@ def test_gpu_from_cores_claim_uses_the_gpu_machines_core_count():
     v = verdict.judge(claim, {"gpu": gpu_at(4)})
     assert v.outcome.startswith(verdict.NOT_MEASURED) and "4 cores" in v.outcome
     assert verdict.judge(claim, {}).outcome.startswith(verdict.NOT_MEASURED)
+
+
+def test_verdict_lsh_vs_random_reads_the_plain_run_when_summarize_filled_its_swept_columns():
+    """summarize._fill_swept gives every run that has a swept key in its params that key's column, the
+    plain LSH run too; the rule still tells it from the sweep's members (the reference regenerated on
+    2026-12-04 read 'not measured' before: every LSH run of the ablation then had param_K set)."""
+    from slidebench.reporting import summarize
+    base = _ablation([0.30, 0.31, 0.32], [0.20, 0.21, 0.22])["ablation"].runs
+    sweep = pd.DataFrame([{"label": "SLIDE-K", "system": "slide", "config": "default", "seed": 0,
+                           "final_p_at_1": 0.05, "param_K": k,
+                           "params": json.dumps({"sampler": "vanilla", "hash": "dwta", "K": k, "active": 0.05})}
+                          for k in (4, 8)])
+    rows = pd.concat([base, sweep], ignore_index=True)
+    rows["run_id"] = [f"r{i}" for i in range(len(rows))]
+    recs = [{k: v for k, v in r.items() if not (k == "param_K" and pd.isna(v))} for r in rows.to_dict("records")]
+    summarize._fill_swept(recs, [])
+    runs = pd.DataFrame(recs)
+    assert runs.loc[runs["label"] == "SLIDE", "param_K"].notna().all()     # what summarize does
+    v = verdict.judge(next(c for c in catalogue.CLAIMS if c.rule == "lsh_beats_random"),
+                      {"ablation": Summary("ablation", runs=runs, curves=pd.DataFrame())})
+    assert v.outcome == verdict.HOLDS and "LSH 0.310 vs random 0.210" in v.measured

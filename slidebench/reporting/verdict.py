@@ -319,8 +319,9 @@ def rule_lsh_beats_random(claim: Claim, sums: Mapping[str, Summary]) -> Verdict:
     ps = [run_params(r) for _, r in runs.iterrows()]
     runs["_sampler"] = [p.get("sampler") for p in ps]
     runs["_active"] = [p.get("active") for p in ps]
-    swept = [c for c in runs.columns if c.startswith("param_")]
-    plain = runs[swept].isna().all(axis=1) if swept else pd.Series(True, index=runs.index)
+    # the LSH run outside any sweep: a sweep member's label gets its swept values appended; a plain
+    # run's param_* columns may still be filled (summarize fills a swept key from every run's params)
+    plain = variant_labels(runs) == runs["label"].astype(str)
     rnd = runs[runs["_sampler"] == "random"]
     if len(rnd) == 0:
         return Verdict("no random-active-set run", NOT_MEASURED)
