@@ -508,3 +508,22 @@ def test_speedup_figure_shades_the_verdicts_parity_zone(results, monkeypatch, tm
         ys = zones[0].get_patch_transform().transform(zones[0].get_path().vertices)[:, 1]
         assert ys.min() == pytest.approx(1 / TIMING_DRIFT) and ys.max() == pytest.approx(TIMING_DRIFT)
         assert any("run-to-run drift" in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_speedup_figure_keys_every_bound_marker_it_draws(monkeypatch, tmp_path):
+    """Found in the 2026-12-04 Xeon reference's fig5_speedup: a 'mixed' level (SLIDE short in one seed,
+    the baseline in another) was drawn as a diamond that the legend did not explain."""
+    from slidebench.reporting import figures_train
+    from slidebench.reporting.summaries import Summary
+    rows = [{"dataset": "d", "slide": "SLIDE", "baseline": "TF-CPU", "baseline_system": "tf_full_softmax",
+             "baseline_config": "tuned", "baseline_device": "cpu", "level_frac": f, "level_p1": 0.2 * f,
+             "speedup_median": 1.5, "speedup_min": 1.2, "speedup_max": 1.8, "bound": b, "n_seeds": 3,
+             "method": "interpolate"} for f, b in ((0.5, ""), (0.6, ">"), (0.7, "<"), (0.8, "mixed"))]
+    runs = pd.DataFrame([{"label": "SLIDE", "system": "slide", "config": "default", "seed": s, "n_threads": 2,
+                          "dataset": "d", "host_cpu": "cpu", "cores": 2} for s in range(3)])
+    got = []
+    monkeypatch.setattr(figures_train, "_finish", lambda fig, *a, **k: got.append(fig) or [])
+    figures_train.fig_speedup(Summary("fig5", runs=runs, speedup=pd.DataFrame(rows)), tmp_path)
+    texts = [t.get_text() for t in got[0].axes[0].get_legend().get_texts()]
+    for key in ("at least", "at most", "bounds both ways"):
+        assert any(t.startswith(key) for t in texts), texts

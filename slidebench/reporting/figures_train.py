@@ -320,6 +320,9 @@ def fig_speedup(s: Summary, out_dir: Path) -> list[Path]:
             if (d["bound"].fillna("").astype(str) == "<").any():
                 ax.plot([], [], ls="none", marker="v", color="#555555",
                         label="at most (SLIDE short of the level)")
+            if (d["bound"].fillna("").astype(str) == "mixed").any():
+                ax.plot([], [], ls="none", marker="d", color="#555555",
+                        label="bounds both ways (each system short in some seed)")
             ax.legend(fontsize=6.5)
     method = str(sp["method"].iloc[0]) if "method" in sp.columns else "interpolate"
     how = ("time to a level interpolated linearly between evaluations" if method == "interpolate"
