@@ -120,10 +120,11 @@ class TrainStepDefault(TrainStep):
 
     def setup(self, threads):
         from slidebench.engine import Network
+        from slidebench.trainers.slide import SlideTrainer
         self.X, self.Y = planted(BATCH * 16, seed=1)
-        self.net = Network.from_params(N_FEATURES, N_LABELS, {"hidden": [HIDDEN], "sampler": "random",
-                                                              "active": 1000, "correction": "logq", "lr": 3e-3},
-                                       seed=0, n_threads=threads)
+        # the trainer's own resolution of `default` (its pass order included: the row order since 043313f)
+        params = SlideTrainer._engine_params({"config": "default", "batch_size": BATCH}, N_FEATURES, N_LABELS)
+        self.net = Network.from_params(N_FEATURES, N_LABELS, params, seed=0, n_threads=threads)
         self.i = 0
         for _ in range(4):           # warm-up: first-touch of the optimiser state (TrainStep's _step)
             self._step()

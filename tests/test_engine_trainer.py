@@ -132,3 +132,23 @@ def test_eval_metrics_recall_for_lsh_and_empty_otherwise(data):
         t2 = get_trainer("slide")()
         t2.setup(data, {"batch_size": 64, "sampler": sampler, "hidden": [16], "active": 30}, seed=2, n_threads=1)
         assert t2.eval_metrics(data.X_test) == {}
+
+
+def test_asv_default_step_is_the_trainers_default():
+    """benchmarks/bench_engine.py's TrainStepDefault says it times the step the headline runs: it must
+    build the network from the trainer's own resolution of `default`, pass order included."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import bench_engine
+    finally:
+        sys.path.pop(0)
+    from slidebench.trainers.slide import SlideTrainer
+    b = bench_engine.TrainStepDefault()
+    b.setup(1)
+    want = SlideTrainer._engine_params({"config": "default", "batch_size": bench_engine.BATCH},
+                                       bench_engine.N_FEATURES, bench_engine.N_LABELS)
+    assert b.net.out_pass == want["out_pass"] == "row"
+    assert (b.net.cfg.sampler, b.net.cfg.correction, b.net.cfg.lr) == (want["sampler"], want["correction"], want["lr"])
+    b.time_train_step(1)
