@@ -159,6 +159,24 @@ def load_experiment(path: str | Path) -> Experiment:
     return parse_experiment(raw, path)
 
 
+def _check_per_preset(path, where, what: str, key: str, table: dict, presets) -> None:
+    """A table of one value per data set (``what``: "param 'lr'", "sweep key 'lr'"): it needs [data]
+    preset, must name exactly those presets, and each value must be a valid param value."""
+    if not presets:
+        raise _err(path, where, f"{what}: a table of values per data set needs [data] preset (a user's file "
+                                "takes one value)")
+    if set(table) != set(presets):
+        raise _err(path, where, f"{what}: a table of values per data set must name exactly the presets "
+                                f"{', '.join(presets)}, got {', '.join(map(str, table))}")
+    for pv in table.values():
+        _check_param_value(path, where, key, pv)
+
+
+def _for_preset(values: dict[str, Any], preset: str | None) -> dict[str, Any]:
+    """Params (or a sweep member) with each per-data-set table resolved to ``preset``'s value."""
+    return {k: (v[preset] if isinstance(v, dict) else v) for k, v in values.items()}
+
+
 def parse_experiment(raw: dict[str, Any], path: str | Path) -> Experiment:
     path = Path(path)
     if "experiment" not in raw:
@@ -273,14 +291,7 @@ def parse_experiment(raw: dict[str, Any], path: str | Path) -> Experiment:
                                             "not in params")
                 if isinstance(v, dict):
                     # one value per data set (a tuned learning rate differs between data sets)
-                    if not presets:
-                        raise _err(path, where, f"param {k!r}: a table of values per data set needs "
-                                                "[data] preset (a user's file takes one value)")
-                    if set(v) != set(presets):
-                        raise _err(path, where, f"param {k!r}: a table of values per data set must name exactly "
-                                                f"the presets {', '.join(presets)}, got {', '.join(map(str, v))}")
-                    for pv in v.values():
-                        _check_param_value(path, where, k, pv)
+                    _check_per_preset(path, where, f"param {k!r}", k, v, presets)
                     continue
                 _check_param_value(path, where, k, v)
             sweep = s.get("sweep", {})
@@ -293,12 +304,7 @@ def parse_experiment(raw: dict[str, Any], path: str | Path) -> Experiment:
                     raise _err(path, where, f"sweep key {k!r} must be a non-empty list, got {v!r}")
                 for sv in v:
                     if isinstance(sv, dict):      # one value per data set, as in params
-                        if not presets or set(sv) != set(presets):
-                            raise _err(path, where, f"sweep key {k!r}: a table of values per data set must name "
-                                                    f"exactly the presets {', '.join(presets or [])}, got "
-                                                    f"{', '.join(map(str, sv))}")
-                        for pv in sv.values():
-                            _check_param_value(path, where, k, pv)
+                        _check_per_preset(path, where, f"sweep key {k!r}", k, sv, presets)
                     else:
                         _check_param_value(path, where, k, sv)
             systems.append(SystemSpec(label, system, config, dict(params), {k: list(v) for k, v in sweep.items()}))
@@ -377,8 +383,8 @@ def expand(exp: Experiment, *, scale: str | None = None, data_dir: str | Path | 
         for values in itertools.product(*(s.sweep[k] for k in keys)):
             sw = dict(zip(keys, values))
             for preset in (exp.presets or (None,)):
-                params = {k: (v[preset] if isinstance(v, dict) else v) for k, v in {**s.params, **sw}.items()}
-                sw_run = {k: (v[preset] if isinstance(v, dict) else v) for k, v in sw.items()}
+                sw_run = _for_preset(sw, preset)
+                params = {**_for_preset(s.params, preset), **sw_run}
                 if exp.files:
                     data = {"preset": None, "name": exp.files["name"], "train": exp.files["train"],
                             "test": exp.files["test"], "scale": sc, "data_dir": None, "seed": exp.data_seed}
