@@ -16,7 +16,7 @@ help:
 	@echo "                                          (no SCALE: each file's own [data] scale: fig5/fig7 medium, the rest small)"
 	@echo "make tune                                          rerun the tuning experiment (experiments/tune.toml) and print the chosen values"
 	@echo "make long                                          budget check: headline systems 120 s; TF sampled, SLIDE 360 s at three lrs (~64 min)"
-	@echo "make gpu                                           where PyTorch sees a CUDA GPU: SLIDE on every core vs dense softmax on the GPU (~12 min)"
+	@echo "make gpu                                           where PyTorch sees a CUDA GPU: SLIDE on every core vs dense softmax on the GPU (~14 min)"
 	@echo "make roofline                                      TF full softmax's output-layer FLOP rate vs numpy SGEMM (benchmarks/tf_shape.py)"
 	@echo "make test                                          build and run the test suite"
 	@echo "make figures                                       redraw figures and report from existing logs (no training)"

@@ -289,7 +289,7 @@ NOT_IN_REPRODUCE = {
     "long_sampled": "the budget check of TF sampled softmax at 9x the headline's budget, three lrs (~22 min; "
                     "`make long`)",
     "long_slide": "the budget check of SLIDE at 9x the headline's budget, three lrs (~22 min; `make long`)",
-    "gpu": "SLIDE against a dense softmax on a GPU: needs PyTorch with CUDA (`make gpu`, ~11 min on a 16-core "
+    "gpu": "SLIDE against a dense softmax on a GPU: needs PyTorch with CUDA (`make gpu`, ~14 min on a 16-core "
            "machine with one H200)",
     "gpu_lr": "the GPU machine's learning-rate check (`make gpu`)",
     "tune": "the tuning behind fig5/fig7's learning rates (~100 min on 2 cores; `make tune` reruns it, "
