@@ -30,7 +30,8 @@ def verdict_md(sums: Mapping[str, Summary]) -> str:
              "its seeds' spread: `TIMING_DRIFT` in `slidebench/reporting/catalogue.py`); a bound (one system "
              "never reached the level) decides at 1. SLIDE never reaching the baseline's accuracy does not "
              "hold; a claim holds only under the paper's protocol when it holds "
-             "against the 2019 release's configuration of the baseline but not against the tuned one. "
+             "against the 2019 release's configuration of the baseline and does not hold against the tuned one "
+             "(inconclusive against the tuned one stays inconclusive). "
              "Speedups are baseline time / SLIDE time to the highest accuracy level the baseline reached "
              "in every seed (median [min, max] over seeds; `>`: lower bound, the baseline did not reach it "
              "within its budget; `<`: upper bound, SLIDE did not).", "",

@@ -9,7 +9,8 @@ Direction rules on a speedup (baseline time / SLIDE time to the same accuracy, p
 * a lower bound (the baseline never reached the level in some seed): min > 1 -> holds, else inconclusive;
 * an upper bound (SLIDE never reached it in some seed): max < 1 -> does not hold, else inconclusive.
 A claim tested against a tuned baseline that does not hold against it but does against the 2019
-release's configuration of that baseline reads "holds only under the paper's protocol".
+release's configuration of that baseline reads "holds only under the paper's protocol"; one that is
+inconclusive against the tuned baseline stays inconclusive whatever the 2019 configuration says.
 """
 from __future__ import annotations
 
@@ -126,14 +127,16 @@ def _no_baseline(s: Summary, sel: Selector) -> Verdict:
 
 
 def _paper_fallback(v: Verdict, s: Summary, claim: Claim, finder: Finder) -> Verdict:
-    """Tuned baseline says no; the 2019 release's configuration of it says yes -> paper only."""
+    """Tuned baseline says no; the 2019 release's configuration of it says yes -> paper only. "No" means
+    does not hold: where the tuned baseline leaves the claim inconclusive, the run has not shown that the
+    claim fails against it, so the outcome stays inconclusive (the 2019 config's ratios are quoted)."""
     if claim.paper_baseline is None or v.outcome == HOLDS:
         return v
     pv = finder(s.speedup, claim.paper_baseline, claim.dataset)
     if pv is None:
         return v
     v.measured += f". Against the 2019 release's config: {pv[1]}"
-    if pv[0] == HOLDS and v.outcome in (NOT_HOLDS, INCONCLUSIVE):
+    if pv[0] == HOLDS and v.outcome == NOT_HOLDS:
         v.outcome = PAPER_ONLY
     return v
 
