@@ -176,11 +176,16 @@ def plateau_md(curves: pd.DataFrame | None, evidence: pd.DataFrame | None = None
                "declined": "**no**: it peaked earlier and declined (no run with training-point P@1 at its "
                            "learning rate tells whether it overfit)",
                "overfit": "yes: it peaked inside the budget, then overfit", "unknown": "unknown"}
+    # a decline that a run at the same lr shows is not overfitting (its training P@1 did not keep rising)
+    not_overfit = ("**no**: it peaked earlier and declined, and its training-point P@1 at the same learning "
+                   "rate did not keep rising (not overfitting: an lr too high for the budget, or a dip a longer "
+                   "run may climb out of)")
     notes = []
     for r in t.itertuples():
-        lines.append(f"| {r.dataset} | {r.label} | {r.p_peak:.3f} / {r.p_end:.3f} | {r.rise_median:+.1%} "
-                     f"[{r.rise_min:+.1%}, {r.rise_max:+.1%}] | {verdict[r.state]} |")
         ev = r.evidence
+        said = not_overfit if r.state == "declined" and isinstance(ev, dict) else verdict[r.state]
+        lines.append(f"| {r.dataset} | {r.label} | {r.p_peak:.3f} / {r.p_end:.3f} | {r.rise_median:+.1%} "
+                     f"[{r.rise_min:+.1%}, {r.rise_max:+.1%}] | {said} |")
         if isinstance(ev, dict):
             notes.append(f"{r.dataset}: in {evidence_from} ({r.label}'s system and configuration at its lr "
                          f"{ev['lr']:g}, {ev['n_runs']} run{'s' if ev['n_runs'] > 1 else ''}), the test P@1 peaked "
