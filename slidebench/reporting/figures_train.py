@@ -261,8 +261,10 @@ def fig_protocol(s: Summary, out_dir: Path) -> list[Path]:
             top = float(np.nanmax(agg[["last_eval", "final"]].to_numpy(float))) if len(agg) else 1.0
             ax.set_ylim(0, top * 1.3 if np.isfinite(top) and top > 0 else 1.0)   # room for the legend
             ax.legend(fontsize=6, loc="upper center", ncol=2)
+    # the curve panels share one legend above them (inside a panel it sat on TF's fair-protocol line)
+    frac = shared_legend(fig, [row[: len(protos)] for row in axes])
     return _finish(fig, footer_text(s.runs if s.runs is not None else df),
-                   "Protocol: fair vs the 2019 release's protocol", out_dir, s.name)
+                   "Protocol: fair vs the 2019 release's protocol", out_dir, s.name, frac)
 
 
 
