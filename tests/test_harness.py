@@ -280,6 +280,52 @@ def test_reuse_identical_run_from_another_experiment(tmp_path):
     assert list(runs["label"]) == ["Y"] and list(runs["experiment"]) == ["expB"]
 
 
+def _slide_run(experiment="t", label="SLIDE") -> RunSpec:
+    """A real SLIDE run on the fake data (50 labels): 10 sampled outputs, so the trainer's row order fits."""
+    return RunSpec(experiment=experiment, label=label, system="slide", config="default",
+                   params={"hidden": [8], "active": 10}, sweep={}, seed=0, n_threads=1, batch_size=50,
+                   protocol="fair", data={"preset": "amazon", "scale": "tiny", "data_dir": None, "seed": 0},
+                   budget={"steps": 3, "stop_at_target": False}, eval={"every_steps": 3, "subset_size": 50})
+
+
+def _set_logged_pass_order(path: Path, order: str | None) -> None:
+    """Rewrite a log's run_start as an older slidebench wrote it: another pass order under the same hash
+    (None: no out_pass in the engine description, as before 043313f)."""
+    lines = path.read_text().splitlines()
+    rec = json.loads(lines[0])
+    if order is None:
+        rec["describe"]["engine"].pop("out_pass")
+    else:
+        rec["describe"]["engine"]["out_pass"] = order
+    path.write_text("\n".join([json.dumps(rec)] + lines[1:]) + "\n")
+
+
+@pytest.mark.parametrize("old_order", ["sample", None])
+def test_resume_refuses_a_finished_slide_log_trained_in_another_pass_order(tmp_path, old_order):
+    """The config hash does not include the pass order the trainer resolves (run ids stay stable), so a log
+    from before the row order has the same name as today's run: --resume must not skip it as done, nor
+    reuse it for an identical run elsewhere; it stops before running anything and leaves the log as it was."""
+    res = tmp_path / "results"
+    run = _slide_run()
+    assert process.run_one(run, res, data_loader="fakes:load_fake")["status"] == "budget_steps"
+    final = run.log_path(res)
+    assert read_log(final).run_start["describe"]["engine"]["out_pass"] == "row"
+    out = executors.run_experiment(None, [run], res, resume=True, progress=False, data_loader="fakes:load_fake")
+    assert out[0]["action"] == "skipped_finished"                     # today's log: done
+    twin = _slide_run(experiment="other", label="S2")
+    assert twin.config_hash == run.config_hash
+    assert executors.find_reusable(twin, res) == final
+    _set_logged_pass_order(final, old_order)
+    before = final.read_bytes()
+    with pytest.raises(process.RunError, match="'sample' pass order.*'row' order.*Nothing was run"):
+        executors.run_experiment(None, [run], res, resume=True, progress=False, data_loader="fakes:load_fake")
+    assert final.read_bytes() == before
+    assert executors.find_reusable(twin, res) is None
+    # naming out_pass in the params puts it in the hash: that run never meets the old log
+    named = RunSpec(**{**run.__dict__, "params": {**run.params, "out_pass": "sample"}})
+    assert named.config_hash != run.config_hash
+
+
 # ------------------------------------------------------------------------------- child process
 
 

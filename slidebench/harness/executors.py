@@ -93,8 +93,41 @@ def check_existing(final: Path, run: RunSpec) -> Any:
     return log
 
 
+def stale_reason(run: RunSpec, log: Any) -> str | None:
+    """Why a log with this run's hash was not trained the way this code trains the run (the trainer's
+    ``stale_log``; slidebench.trainers.stale_log), or None."""
+    from ..trainers import stale_log
+    if log is None or not log.run_start:
+        return None
+    return stale_log(run.system, run.trainer_params(), log.run_start)
+
+
+def check_stale(runs: list[RunSpec], results_dir: str | Path) -> None:
+    """Before anything runs under --resume: refuse a results folder whose finished logs carry these runs'
+    hashes but were trained otherwise than this code trains them (they would be skipped as done)."""
+    bad = []
+    for run in runs:
+        final = run.log_path(results_dir)
+        if not final.exists():
+            continue
+        try:
+            log = read_log(final)
+        except ValueError:
+            continue                          # check_existing moves a corrupted log aside later
+        why = stale_reason(run, log) if log.finished else None
+        if why:
+            bad.append((final, why))
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise RunError(f"--resume would keep {len(bad)} finished run log(s) that this version trains differently "
+                       f"({bad[0][0]}: {bad[0][1]}): {', '.join(str(p) for p, _ in bad[:3])}{more}. Nothing was run "
+                       "and nothing was changed: delete those logs (or the results folder's raw/ and summary/) "
+                       "or write to another --results-dir")
+
+
 def find_reusable(run: RunSpec, results_dir: str | Path) -> Path | None:
-    """A finished final log of the same configuration (hash and identity) under another experiment."""
+    """A finished final log of the same configuration (hash and identity) under another experiment, trained
+    the way this code trains the run (``stale_reason``)."""
     raw = Path(results_dir) / "raw"
     own = run.log_path(results_dir).resolve()
     ident = json.loads(json.dumps(run.identity()))
@@ -106,7 +139,7 @@ def find_reusable(run: RunSpec, results_dir: str | Path) -> Path | None:
         except (OSError, ValueError):
             continue
         if log.finished and log.run_start and log.run_start.get("identity") == ident \
-                and log.run_start.get("reused_from") is None:
+                and log.run_start.get("reused_from") is None and stale_reason(run, log) is None:
             return p
     return None
 
@@ -270,6 +303,8 @@ def _run_grid(exp, runs, results_dir, *, resume, reuse_runs, progress, data_load
     out: list[dict[str, Any] | None] = [None] * len(runs)
     t_start = time.monotonic()
     todo: list[int] = []
+    if resume:
+        check_stale(runs, results_dir)
 
     def report(i: int, res: dict) -> None:
         run = runs[i]

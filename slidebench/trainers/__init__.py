@@ -44,3 +44,14 @@ def validate_params(system: str, params: dict, n_features: int | None, n_labels:
     if check is None:
         return None
     return check(params, n_features, n_labels, n_threads)
+
+
+def stale_log(system: str, params: dict, run_start: dict) -> str | None:
+    """Why a finished run log with this run's identity (config hash) was not trained the way this code
+    trains the run, through the system's class's ``stale_log`` classmethod when it has one; None when it
+    was (or the system cannot tell). For choices a trainer resolves itself and that the hash does not
+    cover (so that run ids stay stable across versions), such as SLIDE's pass order."""
+    if system in BASELINE_SYSTEMS or system not in REGISTRY:
+        return None
+    check = getattr(get_trainer(system), "stale_log", None)
+    return None if check is None else check(params, run_start)

@@ -84,6 +84,25 @@ class SlideTrainer:
                               f"{avail / 2**30:.1f} GiB is available ({n_features} features, {n_labels} labels)")
         return engine_params
 
+    @classmethod
+    def stale_log(cls, params: dict[str, Any], run_start: dict[str, Any]) -> str | None:
+        """Why a finished run log of these params (the same config hash) was trained in another pass order
+        than this trainer resolves for them (``_pass_order``; the hash does not include it), or None. A log
+        whose engine description names no ``out_pass`` was written before the engine had the row order
+        (043313f), in the sample order. Params that name ``out_pass`` are covered by the hash."""
+        if not isinstance(params, dict) or "out_pass" in params:
+            return None
+        ds = run_start.get("dataset") or {}
+        nf, nl = ds.get("n_features"), ds.get("n_labels")
+        if nf is None or nl is None:
+            return None
+        want = cls._engine_params(params, int(nf), int(nl)).get("out_pass", "sample")
+        had = ((run_start.get("describe") or {}).get("engine") or {}).get("out_pass", "sample")
+        if had != want:
+            return (f"it was trained in the {had!r} pass order, and this version of slidebench trains the same "
+                    f"configuration in the {want!r} order (slidebench/trainers/slide.py, _pass_order)")
+        return None
+
     @staticmethod
     def _engine_params(params: dict[str, Any], n_features: int | None = None,
                        n_labels: int | None = None) -> dict[str, Any]:
