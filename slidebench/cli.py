@@ -330,9 +330,11 @@ def cmd_reproduce(a) -> int:
           f"plus evaluation and start-up (estimate refined as runs finish)", flush=True)
     # one hold of the results folder for the whole reproduce (each experiment's run_experiment takes it
     # again, reentrantly), so no other runner slips in between experiments or before the summaries
-    from .harness.executors import results_lock
+    from .harness.executors import check_stale, results_lock
     lock = results_lock(a.results_dir, wait=not a.no_wait)
     try:
+        # every experiment's finished logs, before any of them trains (run_experiment checks its own again)
+        check_stale([r for _, rs in plan for r in rs], a.results_dir)
         return _reproduce_locked(a, plan, n_runs, t_start)
     finally:
         lock.release()

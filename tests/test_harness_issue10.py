@@ -515,6 +515,31 @@ def test_reproduce_no_wait_refuses_a_results_dir_in_use_before_any_data_or_run(t
     assert not (res / "raw" / "a").exists()
 
 
+def test_reproduce_refuses_a_stale_log_before_any_experiment_runs(tmp_path, monkeypatch, capsys):
+    """A finished SLIDE log under today's run id but trained in the sample order (an older slidebench): the
+    whole reproduce stops before its first experiment, with the file named, and the log stays as it was."""
+    import slidebench.data
+    exps, res = tmp_path / "experiments", tmp_path / "results"
+    exps.mkdir()
+    (exps / "a.toml").write_text(REPRO.replace("{name}", "a"))
+    (exps / "b.toml").write_text(REPRO.replace("{name}", "b") + "params = { hidden = [8], active = 10 }\n")
+    run = expand(load_experiment(exps / "b.toml"))[0]
+    assert process.run_one(run, res, data_loader="fakes:load_fake")["status"] == "budget_steps"
+    final = run.log_path(res)
+    lines = final.read_text().splitlines()
+    rec = json.loads(lines[0])
+    assert rec["describe"]["engine"]["out_pass"] == "row"
+    rec["describe"]["engine"]["out_pass"] = "sample"
+    final.write_text("\n".join([json.dumps(rec)] + lines[1:]) + "\n")
+    before = final.read_bytes()
+    monkeypatch.setattr(executors, "_run_grid", lambda *a, **k: pytest.fail("an experiment ran"))
+    monkeypatch.setattr(slidebench.data, "load_dataset", lambda *a, **k: pytest.fail("data prepared"))
+    rc = main(["reproduce", "--experiments-dir", str(exps), "--results-dir", str(res)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "trained in the 'sample' pass order" in err and str(final) in err
+    assert final.read_bytes() == before and not (res / "raw" / "a").exists()
+
+
 def test_dask_joins_a_scheduler_and_refuses_runs_no_worker_can_hold(tmp_path):
     pytest.importorskip("distributed")
     from distributed import LocalCluster
