@@ -70,7 +70,6 @@ def _load(preset: str):
 def run_one(job: dict) -> list[dict]:
     """One training run in this (worker) process; returns one row per step count."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import numpy as np
     from slidebench import metrics
     from slidebench.trainers import get_trainer
 

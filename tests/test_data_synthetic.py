@@ -2,7 +2,6 @@
 the planted structure is learnable (kNN) and carried by the labels, load_dataset caching."""
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
 import slidebench.data as data_mod
 from slidebench.contract import Dataset

@@ -1,7 +1,6 @@
 """XMLRepository reader/writer: round trips, every malformed case (file, line, reason, nothing
 written), cache behaviour, and hypothesis files against a slow reference parser written here."""
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest

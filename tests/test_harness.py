@@ -6,7 +6,6 @@ import math
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 import fakes
 from slidebench.harness import executors, loop, process
 from slidebench.harness.runlog import RunLogWriter, partial_path, read_log
-from slidebench.harness.spec import RunSpec, parse_experiment, expand
+from slidebench.harness.spec import RunSpec, parse_experiment
 from slidebench.reporting.summarize import olympic_mean, summarize_experiment
 from slidebench.trainers import register
 

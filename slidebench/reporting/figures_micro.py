@@ -86,9 +86,6 @@ def fig_threshold(s: Summary, out_dir: Path) -> list[Path]:
                    s.name)
 
 
-TAB3_PAPER = {"insert_reservoir": 0.371, "insert_fifo": 0.762, "rebuild_fifo": 18.0}
-
-
 def fig_insertion(s: Summary, out_dir: Path) -> list[Path]:
     """Table 3 as a bar chart: insertion time FIFO vs reservoir and a rebuild with hashing."""
     df = _micro_frame(s, {"operation", "seconds_median", "seconds_min", "seconds_max"})
