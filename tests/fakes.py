@@ -10,8 +10,10 @@ is the fraction of rows with ``u <= q`` and is known exactly. It records which t
 """
 from __future__ import annotations
 
+import json
 import os
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -140,3 +142,16 @@ class FakeTrainer:
     def describe(self) -> dict[str, Any]:
         return {"system": "fake", "config": "default", "n_threads": self.n_threads, "device": "cpu",
                 "build": {"fake": True}, "counters": {"fake_steps": self.steps}}
+
+
+def set_logged_pass_order(path, order: str | None) -> None:
+    """Rewrite a real SLIDE log's run_start as an older slidebench wrote it: another pass order under the
+    same hash (None: no out_pass in the engine description, as before 043313f)."""
+    path = Path(path)
+    lines = path.read_text().splitlines()
+    rec = json.loads(lines[0])
+    if order is None:
+        rec["describe"]["engine"].pop("out_pass")
+    else:
+        rec["describe"]["engine"]["out_pass"] = order
+    path.write_text("\n".join([json.dumps(rec)] + lines[1:]) + "\n")

@@ -287,18 +287,6 @@ def _slide_run(experiment="t", label="SLIDE") -> RunSpec:
                    budget={"steps": 3, "stop_at_target": False}, eval={"every_steps": 3, "subset_size": 50})
 
 
-def _set_logged_pass_order(path: Path, order: str | None) -> None:
-    """Rewrite a log's run_start as an older slidebench wrote it: another pass order under the same hash
-    (None: no out_pass in the engine description, as before 043313f)."""
-    lines = path.read_text().splitlines()
-    rec = json.loads(lines[0])
-    if order is None:
-        rec["describe"]["engine"].pop("out_pass")
-    else:
-        rec["describe"]["engine"]["out_pass"] = order
-    path.write_text("\n".join([json.dumps(rec)] + lines[1:]) + "\n")
-
-
 @pytest.mark.parametrize("old_order", ["sample", None])
 def test_resume_refuses_a_finished_slide_log_trained_in_another_pass_order(tmp_path, old_order):
     """The config hash does not include the pass order the trainer resolves (run ids stay stable), so a log
@@ -314,7 +302,7 @@ def test_resume_refuses_a_finished_slide_log_trained_in_another_pass_order(tmp_p
     twin = _slide_run(experiment="other", label="S2")
     assert twin.config_hash == run.config_hash
     assert executors.find_reusable(twin, res) == final
-    _set_logged_pass_order(final, old_order)
+    fakes.set_logged_pass_order(final, old_order)
     before = final.read_bytes()
     with pytest.raises(process.RunError, match="'sample' pass order.*'row' order.*Nothing was run"):
         executors.run_experiment(None, [run], res, resume=True, progress=False, data_loader="fakes:load_fake")

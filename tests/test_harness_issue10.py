@@ -526,11 +526,8 @@ def test_reproduce_refuses_a_stale_log_before_any_experiment_runs(tmp_path, monk
     run = expand(load_experiment(exps / "b.toml"))[0]
     assert process.run_one(run, res, data_loader="fakes:load_fake")["status"] == "budget_steps"
     final = run.log_path(res)
-    lines = final.read_text().splitlines()
-    rec = json.loads(lines[0])
-    assert rec["describe"]["engine"]["out_pass"] == "row"
-    rec["describe"]["engine"]["out_pass"] = "sample"
-    final.write_text("\n".join([json.dumps(rec)] + lines[1:]) + "\n")
+    assert read_log(final).run_start["describe"]["engine"]["out_pass"] == "row"
+    fakes.set_logged_pass_order(final, "sample")
     before = final.read_bytes()
     monkeypatch.setattr(executors, "_run_grid", lambda *a, **k: pytest.fail("an experiment ran"))
     monkeypatch.setattr(slidebench.data, "load_dataset", lambda *a, **k: pytest.fail("data prepared"))
